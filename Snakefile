@@ -1,0 +1,26 @@
+# advlab: data -> natural training -> attacks -> evaluation -> report.
+#   snakemake --cores all                                   (params.yaml, preset mnist5k)
+#   snakemake --cores all --configfile presets/smoke.yaml   (another preset)
+# Orchestration only: which stage, which inputs/outputs/params. Stages are `python -m pipeline.<stage>`.
+# dvc.yaml holds the same stages (python -m pipeline.dvcgen writes it; tests/test_dag_sync.py checks).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+configfile: "params.yaml"
+
+
+include: "pipeline/rules/common.smk"
+include: "pipeline/rules/data.smk"
+include: "pipeline/rules/train.smk"
+include: "pipeline/rules/attacks.smk"
+include: "pipeline/rules/evaluate.smk"
+include: "pipeline/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        P.REPORT,
+        expand(P.ROBUSTNESS, preset=PRESET),

@@ -1,0 +1,1 @@
+"""Pipeline stages: params in, files out (atomically), tracking. One `python -m pipeline.<stage>` per rule."""

@@ -1,0 +1,94 @@
+"""Stage attack: run one configured attack on the first eval.n_points test images of one model."""
+from __future__ import annotations
+
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from advlab.attacks import ATTACKS
+from advlab.models import load_checkpoint
+from pipeline import paths
+from pipeline.artifacts import device, load_prepared
+from pipeline.io import save_tensors, write_csv, write_json
+from pipeline.stage import run_stage
+
+
+def attack_kwargs(cfg: dict, seed: int) -> dict:
+    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    if cfg["type"] == "pgd":
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    return kwargs
+
+
+def main(params: dict, args) -> dict:
+    preset, model_name, attack_name = params["preset"], args.model, args.attack
+    cfg = params["attacks"][attack_name]
+    evalcfg = params["eval"]
+    data = load_prepared(preset)
+    model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_name))
+    dev = device()
+    model = model.to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    n = min(evalcfg["n_points"], len(data.x_test))
+    x_all, y_all = data.x_test[:n], data.y_test[:n]
+    attack = ATTACKS[cfg["type"]]
+    kwargs = attack_kwargs(cfg, params["seed"])
+
+    chunks = []
+    seconds = 0.0
+    for start in range(0, n, evalcfg["batch_size"]):
+        x = x_all[start:start + evalcfg["batch_size"]].to(dev)
+        y = y_all[start:start + evalcfg["batch_size"]].to(dev)
+        with torch.no_grad():
+            clean_pred = model(x).argmax(1)
+        began = time.perf_counter()
+        result = attack(model, x, y, **kwargs)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - began
+        with torch.no_grad():
+            adv_pred = model(result.x_adv).argmax(1)
+        flat = x.flatten(1)
+        chunks.append({
+            "x_adv": result.x_adv.cpu(),
+            "table": pd.DataFrame({
+                "index": torch.arange(start, start + len(x)).numpy(),
+                "label": y.cpu().numpy(),
+                "clean_pred": clean_pred.cpu().numpy(),
+                "adv_pred": adv_pred.cpu().numpy(),
+                "success": result.success.cpu().numpy(),
+                "l0": result.norms["l0"].cpu().numpy(),
+                "l2": result.norms["l2"].cpu().numpy(),
+                "linf": result.norms["linf"].cpu().numpy(),
+                "x_l2": flat.norm(dim=1).cpu().numpy(),
+                "x_linf": flat.abs().amax(dim=1).cpu().numpy(),
+                "forward": result.counts["forward"].cpu().numpy(),
+                "backward": result.counts["backward"].cpu().numpy(),
+            }),
+        })
+    table = pd.concat([c["table"] for c in chunks], ignore_index=True)
+    x_adv = torch.cat([c["x_adv"] for c in chunks])
+    where = dict(preset=preset, model=model_name, attack=attack_name)
+    save_tensors(paths.path(paths.ADV_EXAMPLES, **where), {"x_adv": x_adv, "index": torch.arange(n)})
+    write_csv(paths.path(paths.ADV_TABLE, **where), table)
+    timing = {"seconds": seconds, "seconds_per_image": seconds / n, "n_points": n, "device": dev.type,
+              "threads": torch.get_num_threads()}
+    write_json(paths.path(paths.ADV_TIMING, **where), timing)
+    correct = table["clean_pred"] == table["label"]
+    return {
+        "params": {"model": model_name, "attack": attack_name, **{f"attack.{k}": v for k, v in cfg.items()},
+                   "n_points": n, "batch_size": evalcfg["batch_size"], "seed": params["seed"]},
+        "metrics": {
+            "success_rate": float((table["success"] & correct).sum() / max(int(correct.sum()), 1)),
+            "seconds_per_image": timing["seconds_per_image"],
+            "median_l2": float(table.loc[table["success"] & correct, "l2"].median()),
+        },
+        "artifacts": [paths.path(paths.ADV_TABLE, **where)],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("attack", main, arguments=("model", "attack")))

@@ -1,0 +1,55 @@
+"""What each stage depends on beyond its data: its code and its params keys.
+
+Both orchestrators take these from here — the Snakefile (`input: code=...`, `params:`) and
+`python -m pipeline.dvcgen` (dvc.yaml `deps:` / `params:`) — so that a change to a param or a
+module reruns exactly the same stages under Snakemake and DVC. `{attack}` in a key stands for the
+stage's attack wildcard.
+"""
+from __future__ import annotations
+
+from glob import glob
+
+from pipeline.config import ROOT
+
+CODE = {
+    "prepare_data": ["pipeline/prepare_data.py", "pipeline/artifacts.py", "src/advlab/data/*.py"],
+    "train": ["pipeline/train.py", "src/advlab/models/*.py", "src/advlab/training/*.py"],
+    "attack": ["pipeline/attack.py", "src/advlab/attacks/*.py"],
+    "evaluate": ["pipeline/evaluate.py", "src/advlab/metrics/*.py"],
+    "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
+}
+
+PARAMS = {
+    "prepare_data": ["seed", "data"],
+    "train": ["seed", "train"],
+    "attack": ["seed", "eval.n_points", "eval.batch_size", "attacks.{attack}"],
+    "evaluate": ["models", "eval", "attacks"],
+    "report": ["preset", "models", "eval", "attacks", "report"],
+}
+
+
+def code_deps(stage: str) -> list[str]:
+    """Concrete files, relative to the repo root, in a stable order."""
+    files = []
+    for pattern in CODE[stage]:
+        found = sorted(str(p.relative_to(ROOT)) for p in ROOT.glob(pattern)) if "*" in pattern else [pattern]
+        files += [f for f in found if f not in files]
+    return files
+
+
+def param_keys(stage: str, **wildcards) -> list[str]:
+    return [key.format(**wildcards) for key in PARAMS[stage]]
+
+
+def param_values(config: dict, stage: str, **wildcards) -> dict:
+    """The values of a stage's params keys, for Snakemake's params-change rerun trigger."""
+    out = {}
+    for key in param_keys(stage, **wildcards):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        out[key] = value
+    return out
+
+
+__all__ = ["CODE", "PARAMS", "code_deps", "param_keys", "param_values", "glob"]

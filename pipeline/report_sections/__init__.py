@@ -1,0 +1,8 @@
+"""Report sections. Each module has `render(ctx) -> str | None`: it returns markdown when the
+artifacts it needs exist and None otherwise, so a later study adds a section (a module listed in
+SECTIONS) without touching the others."""
+from __future__ import annotations
+
+from pipeline.report_sections import deepfool_table, figures, overview, robustness, training
+
+SECTIONS = [overview, training, robustness, deepfool_table, figures]

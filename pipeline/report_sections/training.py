@@ -1,0 +1,41 @@
+"""Natural training: accuracy per model and the per-epoch curves."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline import paths  # noqa: E402
+from pipeline.report_sections.context import table  # noqa: E402
+
+
+def render(ctx) -> str | None:
+    rows, histories = [], {}
+    for model in ctx.params["models"]:
+        m = ctx.json(paths.TRAIN_METRICS, model=model)
+        if m is None:
+            continue
+        rows.append({"model": model, "test accuracy": f"{m['test_accuracy']:.4f}",
+                     "test error": f"{m['test_error']:.2%}", "best val accuracy": f"{m['best_val_accuracy']:.4f}",
+                     "best epoch": m["best_epoch"], "epochs": m["epochs"], "parameters": m["n_parameters"]})
+        h = ctx.csv(paths.TRAIN_HISTORY, model=model)
+        if h is not None:
+            histories[model] = h
+    if not rows:
+        return None
+    out = ["## Natural training", "", table(pd.DataFrame(rows)), ""]
+    if histories:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+        for model, h in histories.items():
+            axes[0].plot(h["epoch"] + 1, h["train_loss"], "--", label=f"{model} train")
+            axes[0].plot(h["epoch"] + 1, h["val_loss"], label=f"{model} val")
+            axes[1].plot(h["epoch"] + 1, h["val_acc"], label=model)
+        axes[0].set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+        axes[1].set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
+        for ax in axes:
+            ax.legend(fontsize=7)
+        out.append(ctx.figure(fig, "training_curves", "training curves"))
+        plt.close(fig)
+    return "\n".join(out)

@@ -1,0 +1,51 @@
+# Shared set-up: params validated (one schema with the stage commands) before any job starts,
+# and the stages pointed at the config this invocation was given.
+
+import hashlib
+import json
+import os
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from snakemake.utils import validate
+
+from pipeline import dag
+from pipeline import paths as P
+from pipeline.config import ParamsError, SCHEMA_PATH
+from pipeline.config import validate as validate_params
+
+try:
+    validate_params(config, source="params (params.yaml + --configfile/--config)")
+except ParamsError as exc:
+    raise WorkflowError(str(exc)) from None
+validate(config, str(SCHEMA_PATH))
+
+PRESET = config["preset"]
+MODELS = config["models"]
+ATTACKS = config["eval"]["attacks"]
+
+# Stages read $ADVLAB_PARAMS: the validated config of this invocation (presets and --config
+# overrides included), stored under a content-addressed name so that concurrent invocations and
+# dry runs never overwrite each other's file. The shell commands stay identical to dvc.yaml's.
+_resolved = json.dumps(config, sort_keys=True)
+_params_file = os.path.join(
+    workflow.basedir, ".snakemake", "advlab", f"params-{hashlib.sha256(_resolved.encode()).hexdigest()[:16]}.json"
+)
+if not os.path.exists(_params_file):
+    os.makedirs(os.path.dirname(_params_file), exist_ok=True)
+    _tmp = f"{_params_file}.{os.getpid()}.tmp"
+    with open(_tmp, "w") as _fh:
+        _fh.write(_resolved)
+    os.replace(_tmp, _params_file)
+os.environ["ADVLAB_PARAMS"] = _params_file
+
+
+envvars:
+    "ADVLAB_PARAMS",
+
+
+wildcard_constraints:
+    preset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    model=r"[a-z][a-z0-9_]*",
+    attack=r"[a-z][a-z0-9_]*",

@@ -1,0 +1,16 @@
+rule evaluate:
+    input:
+        code=dag.code_deps("evaluate"),
+        tensors=P.PREPARED_TENSORS,
+        meta=P.PREPARED_META,
+        models=expand(P.MODEL, preset=PRESET, model=MODELS),
+        tables=expand(P.ADV_TABLE, preset=PRESET, model=MODELS, attack=ATTACKS),
+        timing=expand(P.ADV_TIMING, preset=PRESET, model=MODELS, attack=ATTACKS),
+    output:
+        robustness=P.ROBUSTNESS,
+        timing=P.TIMING,
+        summary=report(P.SUMMARY, caption="../captions/summary.rst", category="Robustness"),
+    params:
+        values=lambda wc: dag.param_values(config, "evaluate"),
+    shell:
+        "python -m pipeline.evaluate"

@@ -1,0 +1,15 @@
+rule train:
+    input:
+        code=dag.code_deps("train"),
+        tensors=P.PREPARED_TENSORS,
+        meta=P.PREPARED_META,
+    output:
+        model=P.MODEL,
+        metrics=P.TRAIN_METRICS,
+        history=P.TRAIN_HISTORY,
+    params:
+        values=lambda wc: dag.param_values(config, "train"),
+    resources:
+        gpu=1,
+    shell:
+        "python -m pipeline.train --model {wildcards.model}"

@@ -1,0 +1,46 @@
+"""The frame every stage command shares: parse args, load params, run, record in MLflow."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Callable
+
+from pipeline.config import ParamsError, load_params
+
+# Quiet, deterministic CPU runs: stages never need the interactive banners of the libraries.
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}")
+    for arg in arguments:
+        parser.add_argument(f"--{arg}", required=True)
+    args = parser.parse_args(argv)
+    try:
+        params = load_params()
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    record = body(params, args)
+    seconds = time.perf_counter() - started
+    if record is not None:
+        from pipeline.tracking import log_stage_run
+
+        tags = {f"advlab.{a}": getattr(args, a) for a in arguments}
+        tags.update(record.get("tags", {}))
+        metrics = dict(record.get("metrics", {}))
+        metrics["stage_seconds"] = seconds
+        log_stage_run(
+            name,
+            params_all=params,
+            params=record.get("params", {}),
+            metrics=metrics,
+            curves=record.get("curves"),
+            artifacts=record.get("artifacts", ()),
+            tags=tags,
+        )
+    print(f"{name}: done in {seconds:.1f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,125 @@
+"""MLflow as a view over the pipeline: each stage execution becomes one run.
+
+A stage writes its outputs first (those are what Snakemake and DVC track), then hands params,
+metrics, per-epoch curves and artifacts to MLflow in one short, serialised transaction. An
+exclusive file lock beside a SQLite store means parallel jobs never contend for SQLite's single
+writer lock, so none fails or loses its run under `--cores all` (pipeline-practices §6).
+"""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable
+
+from pipeline.config import ROOT
+
+LOCK_TIMEOUT_S = 600
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ROOT / 'mlflow.db'}"
+
+
+def _lock_path(uri: str) -> Path:
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).with_suffix(".db.lock")
+    # A server store serialises writes itself; a lock per project keeps behaviour uniform.
+    return ROOT / ".mlflow.lock"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        commit = out.stdout.strip()
+        if not commit:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(params: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=(ROOT / "mlartifacts").as_uri())
+    except Exception:  # another host created it in between
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def log_stage_run(
+    stage: str,
+    *,
+    params_all: dict,
+    params: dict,
+    metrics: dict[str, float] | None = None,
+    curves: dict[str, list[float]] | None = None,
+    artifacts: Iterable[str | os.PathLike] = (),
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Record one finished stage execution; returns the MLflow run id."""
+    from filelock import FileLock
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    lock_path = _lock_path(uri)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    all_tags = {
+        "advlab.stage": stage,
+        "advlab.preset": str(params_all.get("preset")),
+        "mlflow.source.git.commit": git_commit(),
+        "mlflow.source.name": f"pipeline.{stage}",
+        **(tags or {}),
+    }
+    run_name = ":".join([stage] + [v for k, v in sorted((tags or {}).items()) if k.startswith("advlab.")])
+    now_ms = int(time.time() * 1000)
+    metric_rows = [Metric(k, float(v), now_ms, 0) for k, v in (metrics or {}).items()
+                   if v is not None and math.isfinite(float(v))]
+    for name, values in (curves or {}).items():
+        metric_rows += [Metric(name, float(v), now_ms, step) for step, v in enumerate(values)
+                        if v is not None and math.isfinite(float(v))]
+    param_rows = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+
+    with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
+        client = MlflowClient(tracking_uri=uri)
+        exp_id = _experiment_id(client, params_all["mlflow"]["experiment"])
+        run = client.create_run(exp_id, run_name=run_name,
+                                tags={k: str(v) for k, v in all_tags.items()})
+        run_id = run.info.run_id
+        try:
+            for i in range(0, len(param_rows), 100):
+                client.log_batch(run_id, params=param_rows[i:i + 100])
+            for i in range(0, len(metric_rows), 1000):
+                client.log_batch(run_id, metrics=metric_rows[i:i + 1000])
+            for artifact in artifacts:
+                artifact = Path(artifact)
+                if artifact.is_dir():
+                    client.log_artifacts(run_id, str(artifact), artifact_path=artifact.name)
+                elif artifact.exists():
+                    client.log_artifact(run_id, str(artifact))
+        except BaseException:
+            client.set_terminated(run_id, status="FAILED")
+            raise
+        client.set_terminated(run_id, status="FINISHED")
+    return run_id

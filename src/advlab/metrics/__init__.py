@@ -1,0 +1,4 @@
+"""Robustness metrics on per-point results (tensors or arrays in, plain floats out)."""
+from advlab.metrics.robustness import attack_summary, rho_adv
+
+__all__ = ["attack_summary", "rho_adv"]

@@ -1,0 +1,102 @@
+"""params.yaml validation: one schema, clear messages naming the key, nothing written."""
+from __future__ import annotations
+
+import copy
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from advlab.models import MODEL_NAMES
+from pipeline.config import ParamsError, deep_merge, load_params, preset_path, read_yaml, validate
+from tests.conftest import ROOT, project_copy, stage_env, tool
+
+
+@pytest.fixture
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+@pytest.mark.parametrize("name", ["mnist5k", "mnist", "cifar10", "smoke"])
+def test_every_preset_is_valid(params, name):
+    merged = deep_merge(params, read_yaml(preset_path(name)))
+    validate(merged, name)
+    assert merged["preset"] == name
+
+
+def test_mnist5k_preset_names_every_key(params):
+    assert read_yaml(preset_path("mnist5k")) == params
+
+
+def test_schema_model_names_match_registry():
+    schema = yaml.safe_load((ROOT / "pipeline/schemas/params.schema.yaml").read_text())
+    assert sorted(schema["$defs"]["model_name"]["enum"]) == sorted(MODEL_NAMES)
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda p: p["train"].__setitem__("epochz", 3), "unknown key train.epochz"),
+        (lambda p: p.__setitem__("extra_section", {}), "unknown key extra_section"),
+        (lambda p: p["attacks"]["fgsm"].__setitem__("eps", -0.1), "attacks.fgsm.eps: -0.1 is less than the minimum of 0"),
+        (lambda p: p["attacks"]["pgd"].__setitem__("steps", 0), "attacks.pgd.steps: 0 is less than the minimum of 1"),
+        (lambda p: p["attacks"]["deepfool"].__setitem__("overshoot", -1), "attacks.deepfool.overshoot"),
+        (lambda p: p["train"].__setitem__("epochs", "ten"), "train.epochs: 'ten' is not of type 'integer'"),
+        (lambda p: p["models"].append("resnet9000"), "models[2]: 'resnet9000' is not allowed"),
+        (lambda p: p["eval"]["attacks"].append("cw_l2"), "eval.attacks[4]: unknown attack 'cw_l2'"),
+        (lambda p: p["attacks"]["fgsm"].__setitem__("type", "fgsn"), "attacks.fgsm.type: 'fgsn' is not allowed"),
+        (lambda p: p["data"].__setitem__("dataset", "imagenet"), "data.dataset: 'imagenet' is not allowed"),
+        (lambda p: p["data"].__setitem__("n_train", 4900), "exceeds the 5000 images of mnist5k"),
+    ],
+)
+def test_bad_params_name_the_key(params, mutate, expected):
+    bad = copy.deepcopy(params)
+    mutate(bad)
+    with pytest.raises(ParamsError) as err:
+        validate(bad)
+    assert expected in str(err.value)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ParamsError, match=r"unknown preset 'tiny' \(available: cifar10, mnist, mnist5k, smoke\)"):
+        preset_path("tiny")
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (("  eps: 0.1\n", "  eps: -0.5\n"), "attacks.fgsm.eps"),
+        (("  epochs: 15\n", "  epochs: 15\n  epohcs: 3\n"), "train.epohcs"),
+        (("attacks: [fgsm, pgd, deepfool, deepfool_linf]", "attacks: [fgsm, pgd, deepfool, carlini]"), "carlini"),
+        (("models: [lenet, fc500_150]", "models: [lenet, vgg16]"), "vgg16"),
+    ],
+)
+def test_malformed_params_stop_snakemake_fast_and_write_nothing(tmp_path, edit, expected):
+    project = project_copy(tmp_path / "p")
+    params_file = project / "params.yaml"
+    text = params_file.read_text()
+    assert edit[0] in text
+    params_file.write_text(text.replace(edit[0], edit[1], 1))
+    before = sorted(p.relative_to(project) for p in project.rglob("*") if ".git" not in p.parts)
+    started = time.perf_counter()
+    out = subprocess.run([tool("snakemake"), "--cores", "1"], cwd=project, capture_output=True, text=True,
+                         env=stage_env(), timeout=60)
+    seconds = time.perf_counter() - started
+    assert out.returncode != 0
+    assert expected in out.stdout + out.stderr
+    assert seconds < 10, f"took {seconds:.1f} s"
+    after = sorted(p.relative_to(project) for p in project.rglob("*")
+                   if ".git" not in p.parts and ".snakemake" not in p.parts)
+    assert after == [p for p in before if ".snakemake" not in p.parts]
+    assert not (project / "mlflow.db").exists()
+
+
+def test_stage_command_refuses_bad_params_before_work(tmp_path):
+    project = project_copy(tmp_path / "p")
+    (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("seed: 0", "seed: -3"))
+    out = subprocess.run([tool("python"), "-m", "pipeline.prepare_data"], cwd=project, capture_output=True,
+                         text=True, env=stage_env(), timeout=120)
+    assert out.returncode == 2
+    assert "seed: -3 is less than the minimum of 0" in out.stderr
+    assert not (project / "data" / "prepared").exists()
