@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): timings against the reference libraries, never asserted in tests."""
