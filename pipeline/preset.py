@@ -7,12 +7,33 @@ Snakemake needs no rewrite: `snakemake --configfile presets/<name>.yaml` merges 
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
 
 from pipeline.config import ROOT, ParamsError, deep_merge, preset_path, read_yaml, validate
 from pipeline.io import atomic_write_text
+
+
+def _overlay(doc, over: dict) -> None:
+    """Set the preset's keys inside the round-trip document, so params.yaml keeps its comments."""
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(doc.get(key), dict):
+            _overlay(doc[key], value)
+        elif isinstance(value, list):
+            seq = CommentedSeq(value)
+            seq.fa.set_flow_style()  # lists stay on one line, as written in params.yaml
+            doc[key] = seq
+        else:
+            doc[key] = value
+
+
+def read_yaml_text(text: str):
+    import yaml as pyyaml
+
+    return pyyaml.safe_load(text)
 
 
 def main(argv=None) -> int:
@@ -26,11 +47,18 @@ def main(argv=None) -> int:
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    header = (
-        f"# advlab parameters (preset {args.name}, written by `python -m pipeline.preset {args.name}`).\n"
-        "# The one source of truth for Snakemake and DVC; see presets/ and README.md.\n"
-    )
-    atomic_write_text(args.params, header + yaml.safe_dump(merged, sort_keys=False))
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    with open(args.params) as fh:
+        doc = yaml.load(fh)
+    _overlay(doc, read_yaml(preset_path(args.name)))
+    out = io.StringIO()
+    yaml.dump(doc, out)
+    if read_yaml_text(out.getvalue()) != merged:  # the round trip must mean exactly the merge
+        raise RuntimeError("internal error: preset overlay differs from the validated merge")
+    atomic_write_text(args.params, out.getvalue())
     print(f"params.yaml now holds preset {args.name!r}; run `dvc repro`")
     return 0
 

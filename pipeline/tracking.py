@@ -79,7 +79,7 @@ def log_stage_run(
 ) -> str:
     """Record one finished stage execution; returns the MLflow run id."""
     from filelock import FileLock
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
@@ -92,7 +92,7 @@ def log_stage_run(
         "mlflow.source.name": f"pipeline.{stage}",
         **(tags or {}),
     }
-    run_name = ":".join([stage] + [v for k, v in sorted((tags or {}).items()) if k.startswith("advlab.")])
+    run_name = ":".join([stage] + [str((tags or {})[k]) for k in ("advlab.model", "advlab.attack") if k in (tags or {})])
     now_ms = int(time.time() * 1000)
     metric_rows = [Metric(k, float(v), now_ms, 0) for k, v in (metrics or {}).items()
                    if v is not None and math.isfinite(float(v))]
