@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-TRAIN_STEPS = 400
+TRAIN_STEPS = 300
 
 
 @dataclass(frozen=True)
