@@ -15,8 +15,16 @@ from pipeline.io import write_csv, write_json
 from pipeline.stage import run_stage
 
 
+def effective_train_config(train: dict, model: str) -> dict:
+    """The shared training keys with this architecture's `per_model` overrides applied."""
+    cfg = {k: v for k, v in train.items() if k != "per_model"}
+    cfg.update((train.get("per_model") or {}).get(model, {}))
+    return cfg
+
+
 def main(params: dict, args) -> dict:
-    preset, name, cfg = params["preset"], args.model, params["train"]
+    preset, name = params["preset"], args.model
+    cfg = effective_train_config(params["train"], name)
     data = load_prepared(preset)
     channels, size = data.x_train.shape[1], data.x_train.shape[-1]
     # Normalisation lives inside the model (per-channel statistics of the training split).

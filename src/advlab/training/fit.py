@@ -1,0 +1,216 @@
+"""Seeded, quiet Lightning fits that keep the best epoch's weights in memory."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch import nn
+
+from .classifier import NaturalClassifier
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"]
+
+
+@dataclass
+class TrainResult:
+    """What a fit produced. ``best_state_dict`` is the wrapped model's (not the
+    LightningModule's) state_dict on the CPU; epochs count from 0, as in Lightning."""
+
+    best_state_dict: dict[str, torch.Tensor]
+    best_epoch: int
+    best_val_acc: float  # NaN when there was no validation set
+    history: pd.DataFrame  # one row per epoch, HISTORY_COLUMNS
+    seconds: float  # wall time of the whole fit
+
+
+class _EpochRecorder(pl.Callback):
+    """Per-epoch history and the best state by ``val_acc`` (ties: lower ``val_loss``).
+
+    Runs at train-epoch end, after the epoch's validation, so ``seconds`` covers
+    training and validation of that epoch.
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+        self.best_score = (-math.inf, -math.inf)
+        self._t0 = 0.0
+        self._lr = math.nan
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else math.nan
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+
+        def get(key: str) -> float:
+            return float(metrics[key]) if key in metrics else math.nan
+
+        row = {
+            "epoch": trainer.current_epoch,
+            "train_loss": get("train_loss"),
+            "train_acc": get("train_acc"),
+            "val_loss": get("val_loss"),
+            "val_acc": get("val_acc"),
+            "seconds": time.perf_counter() - self._t0,
+            "lr": self._lr,
+        }
+        self.rows.append(row)
+        # Highest val_acc; on a tie (common with small validation sets), lower val_loss.
+        # Without validation, the last epoch is the one kept.
+        if math.isnan(row["val_acc"]):
+            score = (math.inf, math.inf)
+        else:
+            score = (row["val_acc"], -row["val_loss"])
+        if score > self.best_score or math.isinf(score[0]):
+            self.best_score = score
+            self.best_epoch = row["epoch"]
+            self.best_state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+@contextlib.contextmanager
+def _quiet_and_restored():
+    """Silence Lightning's banners and tips; undo its global determinism switches."""
+    loggers = [logging.getLogger(n) for n in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch")]
+    levels = [lg.level for lg in loggers]
+    det = torch.are_deterministic_algorithms_enabled()
+    det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+            # Lightning 2.6 still uses torch's deprecated LeafSpec internally.
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def fit_module(
+    module: NaturalClassifier,
+    datamodule: pl.LightningDataModule,
+    *,
+    epochs: int,
+    seed: int = 0,
+    accelerator: str = "auto",
+    deterministic: bool = True,
+    enable_progress_bar: bool = False,
+    callbacks: list[pl.Callback] | None = None,
+    log_dir: str | Path | None = None,
+    precision: str | int = "32-true",
+) -> TrainResult:
+    """Train ``module`` (a :class:`NaturalClassifier` or subclass) for ``epochs``.
+
+    Seeds everything with ``seed`` first. Keeps the weights of the epoch with the
+    best ``val_acc`` in memory (no Lightning ``.ckpt`` files) and loads them back
+    into ``module.model``, which is left in eval mode. With ``log_dir``, Lightning's
+    ``CSVLogger`` writes ``metrics.csv`` and ``hparams.yaml`` directly into it.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    recorder = _EpochRecorder()
+    no_val = getattr(datamodule, "n_val", 1) == 0
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_quiet_and_restored())
+        pl.seed_everything(seed, workers=True, verbose=False)
+        if log_dir is None:
+            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="advlab-fit-"))
+            logger: CSVLogger | bool = False
+        else:
+            root = str(log_dir)
+            logger = CSVLogger(save_dir=root, name="", version="")
+        trainer = pl.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,
+            deterministic=deterministic,
+            logger=logger,
+            callbacks=[recorder, *(callbacks or [])],
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=enable_progress_bar,
+            num_sanity_val_steps=0,
+            limit_val_batches=0 if no_val else None,
+            log_every_n_steps=1,
+            default_root_dir=root,
+        )
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule)
+        seconds = time.perf_counter() - t0
+
+    if recorder.best_state is None:
+        raise RuntimeError("training ended before the first epoch completed")
+    model: nn.Module = module.model
+    model.load_state_dict(recorder.best_state)
+    model.eval()
+    history = pd.DataFrame(recorder.rows, columns=HISTORY_COLUMNS)
+    best_val_acc = math.nan if no_val else recorder.best_score[0]
+    return TrainResult(recorder.best_state, recorder.best_epoch, best_val_acc, history, seconds)
+
+
+def fit_classifier(
+    model: nn.Module,
+    datamodule: pl.LightningDataModule,
+    *,
+    epochs: int,
+    lr: float,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    lr_schedule: str | None = None,
+    lr_step_size: int | None = None,
+    lr_gamma: float = 0.1,
+    lr_milestones: list[int] | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    deterministic: bool = True,
+    enable_progress_bar: bool = False,
+    callbacks: list[pl.Callback] | None = None,
+    log_dir: str | Path | None = None,
+) -> TrainResult:
+    """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`."""
+    module = NaturalClassifier(
+        model,
+        lr=lr,
+        optimizer=optimizer,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        lr_schedule=lr_schedule,
+        lr_step_size=lr_step_size,
+        lr_gamma=lr_gamma,
+        lr_milestones=lr_milestones,
+    )
+    return fit_module(
+        module,
+        datamodule,
+        epochs=epochs,
+        seed=seed,
+        accelerator=accelerator,
+        deterministic=deterministic,
+        enable_progress_bar=enable_progress_bar,
+        callbacks=callbacks,
+        log_dir=log_dir,
+    )
