@@ -9,8 +9,19 @@ from typing import Callable
 
 from pipeline.config import ParamsError, load_params
 
-# Quiet, deterministic CPU runs: stages never need the interactive banners of the libraries.
-os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def set_threads() -> int:
+    """Pin torch's thread count: CPU float results depend on it, so both orchestrators must agree.
+
+    Snakemake exports OMP_NUM_THREADS = the rule's threads (all cores for torch rules); DVC sets
+    nothing, so a stage then takes every core. ADVLAB_THREADS overrides both.
+    """
+    import torch
+
+    threads = int(os.environ.get("ADVLAB_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None) -> int:
@@ -23,6 +34,7 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    threads = set_threads()
     started = time.perf_counter()
     record = body(params, args)
     seconds = time.perf_counter() - started
@@ -33,6 +45,7 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
         tags.update(record.get("tags", {}))
         metrics = dict(record.get("metrics", {}))
         metrics["stage_seconds"] = seconds
+        tags["advlab.threads"] = str(threads)
         log_stage_run(
             name,
             params_all=params,

@@ -4,8 +4,6 @@ from __future__ import annotations
 import sys
 import tempfile
 
-import torch
-
 from advlab.models import build_model, save_checkpoint
 from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
@@ -31,7 +29,7 @@ def main(params: dict, args) -> dict:
     mean = data.x_train.mean(dim=(0, 2, 3)).tolist()
     std = data.x_train.std(dim=(0, 2, 3)).tolist()
     model = build_model(name, in_channels=channels, image_size=size, num_classes=data.num_classes,
-                        mean=mean, std=std)
+                        mean=mean, std=std, init_seed=params["seed"])
     datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
                                  batch_size=cfg["batch_size"], seed=params["seed"])
     with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
@@ -69,5 +67,4 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     sys.exit(run_stage("train", main, arguments=("model",)))

@@ -25,8 +25,8 @@ def _run(cmd, cwd, timeout=900):
 @pytest.fixture(scope="module")
 def snake_run(tmp_path_factory):
     project = project_copy(tmp_path_factory.mktemp("e2e") / "snake")
-    first = _run([tool("snakemake"), "--cores", "2", "--configfile", "presets/smoke.yaml"], project)
-    second = _run([tool("snakemake"), "--cores", "2", "--configfile", "presets/smoke.yaml"], project)
+    first = _run([tool("snakemake"), "--cores", "all", "--configfile", "presets/smoke.yaml"], project)
+    second = _run([tool("snakemake"), "--cores", "all", "--configfile", "presets/smoke.yaml"], project)
     return project, first, second
 
 

@@ -12,5 +12,8 @@ rule attack:
         values=lambda wc: dag.param_values(config, "attack", attack=wc.attack),
     resources:
         gpu=1,
+    # All cores for one torch job: float results depend on the thread count, and DVC runs each
+    # stage with every core, so this keeps Snakemake's and DVC's outputs bit-identical.
+    threads: TORCH_THREADS
     shell:
         "python -m pipeline.attack --model {wildcards.model} --attack {wildcards.attack}"

@@ -21,6 +21,13 @@ except ParamsError as exc:
     raise WorkflowError(str(exc)) from None
 validate(config, str(SCHEMA_PATH))
 
+# Torch rules take every core given to Snakemake (see the comment in train.smk). Commands that
+# run no job (--report, --lint, a dry run without --cores) need no number.
+try:
+    TORCH_THREADS = workflow.cores
+except WorkflowError:
+    TORCH_THREADS = 1
+
 PRESET = config["preset"]
 MODELS = config["models"]
 ATTACKS = config["eval"]["attacks"]

@@ -11,5 +11,8 @@ rule train:
         values=lambda wc: dag.param_values(config, "train"),
     resources:
         gpu=1,
+    # All cores for one torch job: float results depend on the thread count, and DVC runs each
+    # stage with every core, so this keeps Snakemake's and DVC's outputs bit-identical.
+    threads: TORCH_THREADS
     shell:
         "python -m pipeline.train --model {wildcards.model}"
