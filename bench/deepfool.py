@@ -36,10 +36,13 @@ def lenet_and_test_set():
         print(f"model: {ckpt.relative_to(ROOT)}")
     else:
         print("model: training LeNet on mnist5k with the default params (no models/mnist5k/lenet.pt yet)")
-        cfg = params["train"]
+        from pipeline.train import effective_train_config
+
+        cfg = effective_train_config(params["train"], "lenet")
         x = ds.x_train
         model = build_model("lenet", in_channels=1, image_size=28, num_classes=10,
-                            mean=x.mean(dim=(0, 2, 3)).tolist(), std=x.std(dim=(0, 2, 3)).tolist())
+                            mean=x.mean(dim=(0, 2, 3)).tolist(), std=x.std(dim=(0, 2, 3)).tolist(),
+                            init_seed=params["seed"])
         dm = ArrayDataModule(ds.x_train, ds.y_train, val_fraction=cfg["val_fraction"],
                              batch_size=cfg["batch_size"], seed=params["seed"])
         import tempfile
@@ -47,7 +50,8 @@ def lenet_and_test_set():
         with tempfile.TemporaryDirectory() as log_dir:
             res = fit_classifier(model, dm, epochs=cfg["epochs"], lr=cfg["lr"], optimizer=cfg["optimizer"],
                                  momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
-                                 lr_schedule=None, seed=params["seed"], accelerator="cpu", log_dir=log_dir)
+                                 lr_schedule=None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
+                                 seed=params["seed"], accelerator="cpu", log_dir=log_dir)
         model.load_state_dict(res.best_state_dict)
     model = model.cpu().eval()
     for p in model.parameters():
