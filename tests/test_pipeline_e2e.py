@@ -103,6 +103,14 @@ def test_snakemake_and_dvc_outputs_agree(snake_run, dvc_run):
         assert (snake / rel).read_bytes() == (dvc / rel).read_bytes(), rel
 
 
+def test_dvc_adopts_snakemake_outputs_without_rerunning(snake_run):
+    project, _, _ = snake_run
+    subprocess.run([tool("python"), "-m", "pipeline.preset", "smoke"], cwd=project, check=True, env=stage_env())
+    _run([tool("dvc"), "commit", "--force"], project)
+    status = _run([tool("dvc"), "status"], project)
+    assert "Data and pipelines are up to date" in status.stdout
+
+
 def test_snakemake_html_report(snake_run):
     project, _, _ = snake_run
     _run([tool("snakemake"), "--configfile", "presets/smoke.yaml", "--report", "reports/report.html"], project)
