@@ -34,6 +34,7 @@ def main(params: dict, args) -> dict:
         p.requires_grad_(False)
     n = min(evalcfg["n_points"], len(data.x_test))
     x_all, y_all = data.x_test[:n], data.y_test[:n]
+    mean_image = data.x_train.mean(dim=0, keepdim=True).to(dev)  # for the paper's rho convention
     attack = ATTACKS[cfg["type"]]
     kwargs = attack_kwargs(cfg, params["seed"])
 
@@ -65,6 +66,7 @@ def main(params: dict, args) -> dict:
                 "linf": result.norms["linf"].cpu().numpy(),
                 "x_l2": flat.norm(dim=1).cpu().numpy(),
                 "x_linf": flat.abs().amax(dim=1).cpu().numpy(),
+                "x_centered_l2": (x - mean_image).flatten(1).norm(dim=1).cpu().numpy(),
                 "forward": result.counts["forward"].cpu().numpy(),
                 "backward": result.counts["backward"].cpu().numpy(),
             }),

@@ -34,7 +34,8 @@ def main(params: dict, args) -> dict:
             where = dict(preset=preset, model=model_name, attack=attack_name)
             table = pd.read_csv(paths.path(paths.ADV_TABLE, **where))
             summary = attack_summary(table["label"], table["clean_pred"], table["adv_pred"],
-                                     table["l2"], table["linf"], table["x_l2"], table["x_linf"])
+                                     table["l2"], table["linf"], table["x_l2"], table["x_linf"],
+                                     table["x_centered_l2"])
             cfg = params["attacks"][attack_name]
             summary["attack_type"] = cfg["type"]
             entry["attacks"][attack_name] = summary

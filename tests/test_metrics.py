@@ -22,6 +22,9 @@ def test_summary_counts_only_correct_points_and_successes():
     assert s["median_l2"] == pytest.approx(1.0)      # failed points are not zero perturbations
     assert s["mean_linf"] == pytest.approx(0.2)
     assert s["rho_adv"] == pytest.approx((0.5 / 5 + 1.5 / 10) / 2)
+    assert math.isnan(s["rho_adv_centered"])
+    c = attack_summary(label, clean, adv, l2, linf, x_l2, x_centered_l2=[2.5, 1, 5.0, 1, 1])
+    assert c["rho_adv_centered"] == pytest.approx((0.5 / 2.5 + 1.5 / 5) / 2)
 
 
 def test_no_success_gives_nan_norms_not_zero():

@@ -32,14 +32,18 @@ def render(ctx) -> str | None:
                 "classifier": ref.get("label", model),
                 "test error (ours)": f"{entry['test_error']:.2%}",
                 "test error (paper)": f"{ref['test_error']:.1%}" if ref else "–",
-                "ρ_adv DeepFool (ours, [0,1])": fmt(ours["rho_adv"]),
+                "ρ_adv DeepFool (ours, ‖x‖)": fmt(ours["rho_adv"]),
+                "ρ_adv DeepFool (ours, ‖x − mean‖)": fmt(ours.get("rho_adv_centered")),
                 "ρ_adv DeepFool (paper)": fmt(ref.get("deepfool_rho")),
                 "success (ours)": f"{ours['success_rate']:.1%}",
                 "time / sample (ours)": f"{fmt(timing.get(model, {}).get(l2, {}).get('ms_per_image'))} ms",
                 "time / sample (paper)": f"{ref['deepfool_ms']} ms" if ref else "–",
             })
-        out += [f"**Table 1** (L2, attack `{l2}`). Our time is per image in a batch on this machine; "
-                "the paper's is per image, one at a time, on its 2016 hardware.", "",
+        out += [f"**Table 1** (L2, attack `{l2}`). ρ_adv = mean ‖r‖₂/‖x‖₂ with x in [0, 1] (ours, ‖x‖), "
+                "and with x centred on the mean training image (ours, ‖x − mean‖), the representation the "
+                "paper's MatConvNet models were fed (0–255 minus the mean image; the scale cancels). "
+                "Our time is per image in a batch on this machine; the paper's is per image, one at a "
+                "time, on its 2016 hardware.", "",
                 table(pd.DataFrame(rows)), ""]
     if linf:
         rows = []

@@ -24,5 +24,5 @@ def render(ctx) -> str:
         "clean and under attack, over all attacked points. Norms and "
         "ρ_adv = mean ‖r‖₂/‖x‖₂ (ρ∞ = mean ‖r‖∞/‖x‖∞) are taken over successful points only; a failed "
         "point is never averaged in as a zero perturbation. Note that the DeepFool paper measured ρ_adv "
-        "on MatConvNet inputs (0–255 minus the mean image), so its ρ values are not in our unit.",
+        "on MatConvNet inputs (0–255 minus the mean image); the DeepFool table gives ours in both conventions.",
     ])

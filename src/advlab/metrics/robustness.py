@@ -29,7 +29,10 @@ def _stat(fn, values: np.ndarray) -> float:
     return float(fn(values)) if values.size else float("nan")
 
 
-def attack_summary(label, clean_pred, adv_pred, l2, linf, x_l2, x_linf=None) -> dict:
+def attack_summary(label, clean_pred, adv_pred, l2, linf, x_l2, x_linf=None, x_centered_l2=None) -> dict:
+    """Per-attack summary. `x_centered_l2` = ||x - mean training image||_2 gives rho_adv in the
+    DeepFool paper's convention (MatConvNet inputs were 0-255 minus the mean image; the scale
+    cancels in the ratio, the centring does not)."""
     label, clean_pred, adv_pred = _np(label), _np(clean_pred), _np(adv_pred)
     l2, linf, x_l2 = (_np(v).astype(np.float64) for v in (l2, linf, x_l2))
     x_linf = np.ones_like(linf) if x_linf is None else _np(x_linf).astype(np.float64)
@@ -51,4 +54,6 @@ def attack_summary(label, clean_pred, adv_pred, l2, linf, x_l2, x_linf=None) -> 
         "rho_adv": rho_adv(l2[fooled], x_l2[fooled]),
         # the DeepFool paper's Table 2: mean ||r||_inf / ||x||_inf
         "rho_adv_linf": rho_adv(linf[fooled], x_linf[fooled]),
+        "rho_adv_centered": (rho_adv(l2[fooled], _np(x_centered_l2).astype(np.float64)[fooled])
+                             if x_centered_l2 is not None else float("nan")),
     }
