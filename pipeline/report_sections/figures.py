@@ -53,11 +53,13 @@ def render(ctx) -> str | None:
         plt.close(fig)
 
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-        for attack, t in tables.items():
-            fooled = (t["clean_pred"] == t["label"]) & (t["adv_pred"] != t["label"])
-            if fooled.any():
-                axes[0].hist(t.loc[fooled, "l2"], bins=30, alpha=0.55, label=attack)
-                axes[1].hist(t.loc[fooled, "linf"], bins=30, alpha=0.55, label=attack)
+        fooled = {a: t[(t["clean_pred"] == t["label"]) & (t["adv_pred"] != t["label"])] for a, t in tables.items()}
+        for ax, norm in zip(axes, ("l2", "linf")):
+            top = max([float(f[norm].max()) for f in fooled.values() if len(f)] + [1e-6])
+            bins = np.linspace(0, top * 1.02, 41)  # shared bins: the attacks are comparable
+            for attack, f in fooled.items():
+                if len(f):
+                    ax.hist(f[norm], bins=bins, alpha=0.55, label=attack)
         axes[0].set(xlabel="‖r‖₂", ylabel="points", title=f"{model}: L2 of successful perturbations")
         axes[1].set(xlabel="‖r‖∞", title=f"{model}: L∞ of successful perturbations")
         for ax in axes:
