@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from advlab.attacks import deepfool

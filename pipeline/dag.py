@@ -7,7 +7,6 @@ stage's attack wildcard.
 """
 from __future__ import annotations
 
-from glob import glob
 
 from pipeline.config import ROOT
 
@@ -52,4 +51,4 @@ def param_values(config: dict, stage: str, **wildcards) -> dict:
     return out
 
 
-__all__ = ["CODE", "PARAMS", "code_deps", "param_keys", "param_values", "glob"]
+__all__ = ["CODE", "PARAMS", "code_deps", "param_keys", "param_values"]

@@ -10,7 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", "")) / "bin" if os.environ.get("VIRTUAL_ENV") else None
 
 # Folders a scratch copy never needs: environments, caches and outputs of earlier runs.
 _SKIP = {".venv", ".git", ".snakemake", "__pycache__", ".pytest_cache", ".dvc/cache", ".dvc/tmp"}
