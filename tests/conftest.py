@@ -74,3 +74,15 @@ def shared_data() -> Path:
     if not path.exists():
         pytest.skip("../shared/data is not present (it exists only in the development workplace)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: skipped, with the reason, where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
