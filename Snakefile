@@ -24,3 +24,4 @@ rule all:
     input:
         P.REPORT,
         expand(P.ROBUSTNESS, preset=PRESET),
+        expand(P.MODEL, preset=PRESET, model=TRAINED),

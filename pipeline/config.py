@@ -78,6 +78,15 @@ def _cross_checks(params: dict) -> list[str]:
             problems.append(
                 f"eval.attacks[{i}]: unknown attack {name!r} (defined under `attacks`: {', '.join(sorted(defined))})"
             )
+    trained = set(params["models"]) | {
+        f"{arch}-{defense}" for defense, cfg in params["defenses"].items() for arch in cfg["models"]
+    }
+    for i, name in enumerate(params["eval"]["models"]):
+        if name not in trained:
+            problems.append(
+                f"eval.models[{i}]: no stage trains {name!r} (trained: {', '.join(sorted(trained))}); "
+                "add the architecture to `models` or to `defenses.<defense>.models`"
+            )
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")

@@ -13,6 +13,8 @@ from pipeline.config import ROOT
 CODE = {
     "prepare_data": ["pipeline/prepare_data.py", "pipeline/artifacts.py", "src/advlab/data/*.py"],
     "train": ["pipeline/train.py", "src/advlab/models/*.py", "src/advlab/training/*.py"],
+    "train_defense": ["pipeline/train.py", "pipeline/train_defense.py", "src/advlab/models/*.py",
+                      "src/advlab/training/*.py", "src/advlab/attacks/*.py"],
     "attack": ["pipeline/attack.py", "src/advlab/attacks/*.py"],
     "evaluate": ["pipeline/evaluate.py", "src/advlab/metrics/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
@@ -21,9 +23,10 @@ CODE = {
 PARAMS = {
     "prepare_data": ["seed", "data"],
     "train": ["seed", "train"],
+    "train_defense": ["seed", "train", "defenses.{defense}"],
     "attack": ["seed", "eval.n_points", "eval.batch_size", "attacks.{attack}"],
-    "evaluate": ["models", "eval", "attacks"],
-    "report": ["preset", "models", "eval", "attacks", "report"],
+    "evaluate": ["eval", "attacks"],
+    "report": ["preset", "models", "defenses", "eval", "attacks", "report"],
 }
 
 

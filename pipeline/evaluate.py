@@ -23,7 +23,7 @@ def main(params: dict, args) -> dict:
     preset = params["preset"]
     data = load_prepared(preset)
     robustness, timing, rows = {}, {}, []
-    for model_name in params["models"]:
+    for model_name in params["eval"]["models"]:
         model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_name))
         model.eval()
         with torch.no_grad():
@@ -59,7 +59,7 @@ def main(params: dict, args) -> dict:
     for model_name, entry in robustness.items():
         flat[f"{model_name}.clean_accuracy"] = entry["clean_accuracy"]
     return {
-        "params": {"eval": params["eval"], "models": params["models"]},
+        "params": {"eval": params["eval"]},
         "metrics": flat,
         "artifacts": [paths.path(paths.SUMMARY, preset=preset), paths.path(paths.ROBUSTNESS, preset=preset)],
     }

@@ -13,6 +13,11 @@ MODEL = "models/{preset}/{model}.pt"
 TRAIN_METRICS = "metrics/{preset}/train/{model}.json"
 TRAIN_HISTORY = "results/{preset}/train/{model}/history.csv"
 
+# Defended variants are models named <arch>-<defense>: same folders, their own producing stage.
+DEFENDED_MODEL = "models/{preset}/{arch}-{defense}.pt"
+DEFENDED_TRAIN_METRICS = "metrics/{preset}/train/{arch}-{defense}.json"
+DEFENDED_TRAIN_HISTORY = "results/{preset}/train/{arch}-{defense}/history.csv"
+
 ADV_EXAMPLES = "results/{preset}/attacks/{model}/{attack}.pt"
 ADV_TABLE = "results/{preset}/attacks/{model}/{attack}.csv"
 ADV_TIMING = "results/{preset}/attacks/{model}/{attack}.timing.json"

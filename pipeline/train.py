@@ -8,37 +8,40 @@ from advlab.models import build_model, save_checkpoint
 from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
 from pipeline import paths
-from pipeline.artifacts import load_prepared
+from pipeline.artifacts import Prepared, load_prepared
 from pipeline.io import write_csv, write_json
 from pipeline.stage import run_stage
 
 
-def effective_train_config(train: dict, model: str) -> dict:
-    """The shared training keys with this architecture's `per_model` overrides applied."""
+def effective_train_config(train: dict, model: str, **overrides) -> dict:
+    """The shared training keys with this architecture's `per_model` overrides (and `overrides`) applied."""
     cfg = {k: v for k, v in train.items() if k != "per_model"}
     cfg.update((train.get("per_model") or {}).get(model, {}))
+    cfg.update(overrides)
     return cfg
 
 
-def main(params: dict, args) -> dict:
-    preset, name = params["preset"], args.model
-    cfg = effective_train_config(params["train"], name)
-    data = load_prepared(preset)
+def optimizer_kwargs(cfg: dict) -> dict:
+    """The training keys as advlab.training's fit functions take them."""
+    return {"epochs": cfg["epochs"], "lr": cfg["lr"], "optimizer": cfg["optimizer"], "momentum": cfg["momentum"],
+            "weight_decay": cfg["weight_decay"],
+            "lr_schedule": None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
+            "accelerator": cfg["accelerator"]}
+
+
+def new_model(arch: str, data: Prepared, seed: int):
+    """An untrained `arch` for this data; normalisation (per-channel training statistics) inside."""
     channels, size = data.x_train.shape[1], data.x_train.shape[-1]
-    # Normalisation lives inside the model (per-channel statistics of the training split).
     mean = data.x_train.mean(dim=(0, 2, 3)).tolist()
     std = data.x_train.std(dim=(0, 2, 3)).tolist()
-    model = build_model(name, in_channels=channels, image_size=size, num_classes=data.num_classes,
-                        mean=mean, std=std, init_seed=params["seed"])
-    datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
-                                 batch_size=cfg["batch_size"], seed=params["seed"])
-    with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
-        result = fit_classifier(
-            model, datamodule, epochs=cfg["epochs"], lr=cfg["lr"], optimizer=cfg["optimizer"],
-            momentum=cfg["momentum"], weight_decay=cfg["weight_decay"],
-            lr_schedule=None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
-            seed=params["seed"], accelerator=cfg["accelerator"], log_dir=log_dir,
-        )
+    return build_model(arch, in_channels=channels, image_size=size, num_classes=data.num_classes,
+                       mean=mean, std=std, init_seed=seed)
+
+
+def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg: dict, training: str,
+                 extra_metrics: dict | None = None, stage_params: dict | None = None) -> dict:
+    """Write checkpoint, metrics JSON and history of a finished training; return the MLflow record."""
+    preset = params["preset"]
     model.load_state_dict(result.best_state_dict)
     model = model.cpu().eval()
     test_acc = accuracy(model, data.x_test, data.y_test, batch_size=1000)
@@ -49,21 +52,34 @@ def main(params: dict, args) -> dict:
         "best_epoch": int(result.best_epoch),
         "epochs": int(cfg["epochs"]),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        **(extra_metrics or {}),
     }
-    meta = {"preset": preset, "model": name, "training": "natural", "dataset": data.meta["dataset"],
+    meta = {"preset": preset, "model": model_id, "training": training, "dataset": data.meta["dataset"],
             "data_checksum": data.meta["checksum"], "seed": params["seed"], "train": cfg, **metrics}
-    save_checkpoint(paths.path(paths.MODEL, preset=preset, model=name), model, meta)
-    write_json(paths.path(paths.TRAIN_METRICS, preset=preset, model=name), metrics)
+    save_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_id), model, meta)
+    # Wall time stays out of the metrics JSON (deterministic); it is the history's `seconds` column.
+    write_json(paths.path(paths.TRAIN_METRICS, preset=preset, model=model_id), metrics)
     history = result.history
-    write_csv(paths.path(paths.TRAIN_HISTORY, preset=preset, model=name), history)
-    curves = {col: history[col].tolist() for col in ("train_loss", "train_acc", "val_loss", "val_acc")
-              if col in history}
+    write_csv(paths.path(paths.TRAIN_HISTORY, preset=preset, model=model_id), history)
+    curves = {col: history[col].tolist() for col in history.columns if col not in ("epoch",)}
     return {
-        "params": {"model": name, "seed": params["seed"], "train": cfg},
-        "metrics": metrics,
+        "params": stage_params or {"model": model_id, "seed": params["seed"], "train": cfg},
+        "metrics": {**metrics, "train_seconds": float(history["seconds"].sum()) if "seconds" in history else None},
         "curves": curves,
-        "artifacts": [paths.path(paths.TRAIN_HISTORY, preset=preset, model=name)],
+        "artifacts": [paths.path(paths.TRAIN_HISTORY, preset=preset, model=model_id)],
     }
+
+
+def main(params: dict, args) -> dict:
+    name = args.model
+    cfg = effective_train_config(params["train"], name)
+    data = load_prepared(params["preset"])
+    model = new_model(name, data, params["seed"])
+    datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
+                                 batch_size=cfg["batch_size"], seed=params["seed"])
+    with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
+        result = fit_classifier(model, datamodule, seed=params["seed"], log_dir=log_dir, **optimizer_kwargs(cfg))
+    return save_trained(params, name, model, result, data, cfg, training="natural")
 
 
 if __name__ == "__main__":

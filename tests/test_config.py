@@ -67,6 +67,10 @@ def test_schema_model_names_match_registry():
         (lambda p: p["attacks"]["fgsm"].__setitem__("type", "fgsn"), "attacks.fgsm.type: 'fgsn' is not allowed"),
         (lambda p: p["data"].__setitem__("dataset", "imagenet"), "data.dataset: 'imagenet' is not allowed"),
         (lambda p: p["data"].__setitem__("n_train", 4900), "exceeds the 5000 images of mnist5k"),
+        (lambda p: p["eval"]["models"].append("fc10-madry"), "eval.models[5]: no stage trains 'fc10-madry'"),
+        (lambda p: p["eval"]["models"].append("lenet-robust"), "eval.models[5]: 'lenet-robust' does not match"),
+        (lambda p: p["defenses"]["madry"].__setitem__("mix_clean", 1.5), "defenses.madry.mix_clean: 1.5 is greater"),
+        (lambda p: p["defenses"]["distilled"].__setitem__("temperature", 0), "defenses.distilled.temperature: 0"),
     ],
 )
 def test_bad_params_name_the_key(params, mutate, expected):

@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import project_copy, stage_env, tool
 
-SMOKE_JOBS = 1 + 2 + 2 * 4 + 1 + 1  # prepare_data, train x2, attack x (2 models x 4 attacks), evaluate, report
+# prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report
+SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1
 
 
 def _run(cmd, cwd, timeout=900):
@@ -60,7 +61,8 @@ def test_report_has_tables_beside_the_paper(snake_run):
     project, _, _ = snake_run
     text = (project / "reports" / "report.md").read_text()
     assert "# advlab report — preset `smoke`" in text
-    assert "## Robustness" in text and "## DeepFool beside the paper" in text
+    assert "## Robustness" in text and "## DeepFool beside the paper" in text and "## Defended models" in text
+    assert "fc100_100-madry" in text and "PGD adversarial training" in text
     assert "LeNet (MNIST)" in text and "ρ_adv DeepFool (paper)" in text
     for fig in ["examples_lenet.png", "norms_fc100_100.png", "training_curves.png"]:
         assert f"(figures/{fig})" in text
@@ -72,7 +74,7 @@ def test_one_mlflow_run_per_stage_execution(snake_run):
     assert len(runs) == SMOKE_JOBS  # the second, up-to-date invocation added none
     assert {r.info.status for r in runs} == {"FINISHED"}
     stages = sorted(r.data.tags["advlab.stage"] for r in runs)
-    assert stages.count("attack") == 8 and stages.count("train") == 2
+    assert stages.count("attack") == 15 and stages.count("train") == 2 and stages.count("train_defense") == 3
     train = next(r for r in runs if r.data.tags["advlab.stage"] == "train")
     assert train.data.tags["advlab.preset"] == "smoke"
     assert train.data.params["train.epochs"] == "2"

@@ -3,6 +3,6 @@ artifacts it needs exist and None otherwise, so a later study adds a section (a 
 SECTIONS) without touching the others."""
 from __future__ import annotations
 
-from pipeline.report_sections import deepfool_table, figures, overview, robustness, training
+from pipeline.report_sections import deepfool_table, defenses, figures, overview, robustness, training
 
-SECTIONS = [overview, training, robustness, deepfool_table, figures]
+SECTIONS = [overview, training, robustness, defenses, deepfool_table, figures]

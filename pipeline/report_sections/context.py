@@ -24,6 +24,12 @@ class Context:
     def preset(self) -> str:
         return self.params["preset"]
 
+    @property
+    def trained(self) -> list[str]:
+        """Every trained model id: natural architectures, then <arch>-<defense> variants."""
+        p = self.params
+        return list(p["models"]) + [f"{a}-{d}" for d, cfg in p["defenses"].items() for a in cfg["models"]]
+
     def path(self, pattern: str, **wildcards) -> Path:
         return paths.path(pattern, preset=self.preset, **wildcards)
 

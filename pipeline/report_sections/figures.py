@@ -27,7 +27,7 @@ def render(ctx) -> str | None:
     k = ctx.params["report"]["n_examples"]
     out = []
     data = None
-    for model in ctx.params["models"]:
+    for model in ctx.params["eval"]["models"]:
         tables = {a: ctx.csv(paths.ADV_TABLE, model=model, attack=a) for a in attacks}
         tables = {a: t for a, t in tables.items() if t is not None}
         if not tables:

@@ -14,7 +14,7 @@ def render(ctx) -> str:
         "",
         f"- data: `{p['data']['dataset']}`, {meta.get('n_train', '?')} training / {meta.get('n_test', '?')} test "
         f"images of {shape}, checksum `{meta.get('checksum', '?')[:16]}`",
-        f"- models: {', '.join(f'`{m}`' for m in p['models'])}; attacks: "
+        f"- models: {', '.join(f'`{m}`' for m in p['eval']['models'])}; attacks: "
         f"{', '.join(f'`{a}`' for a in p['eval']['attacks'])} on the first {p['eval']['n_points']} test images",
         f"- seed {p['seed']}, git commit `{git_commit()}`",
         "",

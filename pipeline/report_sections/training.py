@@ -13,19 +13,22 @@ from pipeline.report_sections.context import table  # noqa: E402
 
 def render(ctx) -> str | None:
     rows, histories = [], {}
-    for model in ctx.params["models"]:
+    for model in ctx.trained:
         m = ctx.json(paths.TRAIN_METRICS, model=model)
         if m is None:
             continue
+        h = ctx.csv(paths.TRAIN_HISTORY, model=model)
+        seconds = float(h["seconds"].sum()) if h is not None and "seconds" in h else float("nan")
         rows.append({"model": model, "test accuracy": f"{m['test_accuracy']:.4f}",
                      "test error": f"{m['test_error']:.2%}", "best val accuracy": f"{m['best_val_accuracy']:.4f}",
-                     "best epoch": m["best_epoch"], "epochs": m["epochs"], "parameters": m["n_parameters"]})
-        h = ctx.csv(paths.TRAIN_HISTORY, model=model)
+                     "best epoch": m["best_epoch"], "epochs": m["epochs"], "parameters": m["n_parameters"],
+                     "training time": f"{seconds:.1f} s"})
         if h is not None:
             histories[model] = h
     if not rows:
         return None
-    out = ["## Natural training", "", table(pd.DataFrame(rows)), ""]
+    out = ["## Training", "", "Natural models by architecture name; defended variants as <arch>-<defense>. "
+           "Training time is the wall time of the epochs on this machine.", "", table(pd.DataFrame(rows)), ""]
     if histories:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         for model, h in histories.items():

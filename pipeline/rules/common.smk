@@ -29,7 +29,10 @@ except WorkflowError:
     TORCH_THREADS = 1
 
 PRESET = config["preset"]
-MODELS = config["models"]
+MODELS = config["models"]  # naturally trained architectures
+DEFENDED = [f"{arch}-{defense}" for defense, cfg in config["defenses"].items() for arch in cfg["models"]]
+TRAINED = MODELS + DEFENDED
+EVAL_MODELS = config["eval"]["models"]  # what the attacks run on: natural and <arch>-<defense>
 ATTACKS = config["eval"]["attacks"]
 
 # Stages read $ADVLAB_PARAMS: the validated config of this invocation (presets and --config
@@ -54,5 +57,7 @@ envvars:
 
 wildcard_constraints:
     preset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    model=r"[a-z][a-z0-9_]*",
+    model=r"[a-z][a-z0-9_]*(-(distilled|madry|fast))?",
+    arch=r"[a-z][a-z0-9_]*",
+    defense=r"distilled|madry|fast",
     attack=r"[a-z][a-z0-9_]*",

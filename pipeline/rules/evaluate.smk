@@ -3,9 +3,9 @@ rule evaluate:
         code=dag.code_deps("evaluate"),
         tensors=P.PREPARED_TENSORS,
         meta=P.PREPARED_META,
-        models=expand(P.MODEL, preset=PRESET, model=MODELS),
-        tables=expand(P.ADV_TABLE, preset=PRESET, model=MODELS, attack=ATTACKS),
-        timing=expand(P.ADV_TIMING, preset=PRESET, model=MODELS, attack=ATTACKS),
+        models=expand(P.MODEL, preset=PRESET, model=EVAL_MODELS),
+        tables=expand(P.ADV_TABLE, preset=PRESET, model=EVAL_MODELS, attack=ATTACKS),
+        timing=expand(P.ADV_TIMING, preset=PRESET, model=EVAL_MODELS, attack=ATTACKS),
     output:
         robustness=P.ROBUSTNESS,
         timing=P.TIMING,

@@ -1,0 +1,206 @@
+"""Defensive distillation (Papernot et al. 2016), as in Carlini's re-implementation.
+
+``nn_robust_attacks/train_models.py::train_distillation``:
+
+1. the teacher is trained with the loss on ``logits / T`` against the hard labels;
+2. soft labels = ``softmax(teacher_logits / T)`` on the training points;
+3. the student is trained with the loss on ``logits / T`` against the soft labels;
+4. the student is deployed at T = 1, i.e. its raw logits are used.
+
+Training at T and testing at 1 is the whole mechanism: the student's logits come out
+about T times larger than a natural network's, so its softmax saturates and the
+gradients of softmax/cross-entropy losses vanish. (Carlini also starts teacher and
+student from the same one-epoch warm-up weights; here the caller builds both models,
+e.g. with the same ``init_seed``.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .classifier import NaturalClassifier
+from .datamodule import ArrayDataModule
+from .fit import TrainResult, fit_module
+
+__all__ = ["DistilledClassifier", "TemperatureScaled", "fit_distillation", "soft_labels"]
+
+
+def _check_temperature(temperature: float) -> float:
+    t = float(temperature)
+    if not t > 0 or t == float("inf"):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    return t
+
+
+class TemperatureScaled(nn.Module):
+    """``model`` at temperature T: ``forward(x) = model(x) / T`` (logits out).
+
+    The wrapped model is shared, not copied. Use it for the teacher's predictions at
+    T, or to look at a distilled network the way it was trained; the distilled model
+    itself is deployed unwrapped (T = 1).
+    """
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model = model
+        # A plain float: no state_dict entry, no device to follow.
+        self.temperature = _check_temperature(temperature)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) / self.temperature
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:g}"
+
+
+class DistilledClassifier(NaturalClassifier):
+    """Training at temperature T: the loss is ``CE(logits / T, targets)``.
+
+    ``targets`` are hard class indices (the teacher) or probability vectors (the
+    student; cross-entropy with probabilities, ``-sum(p * log_softmax(logits / T))``).
+    ``self.model`` stays the plain logits network, so the weights that come out are
+    the T = 1 model, with no wrapper inside.
+
+    Logged: ``train_loss`` and ``val_loss`` both at T (the quantity optimised, so the
+    two curves are comparable; the validation targets are the hard labels), and
+    ``train_acc`` / ``val_acc`` on the raw logits (the argmax is the same at any T > 0,
+    so this is the deployed T = 1 accuracy).
+    """
+
+    def __init__(self, model: nn.Module, *, temperature: float = 100.0, lr: float, **options) -> None:
+        super().__init__(model, lr=lr, **options)
+        self.temperature = _check_temperature(temperature)
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(logits / self.temperature, targets)
+
+    def _evaluate(self, batch, prefix: str) -> None:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        hard = y if y.ndim == 1 else y.argmax(dim=1)
+        self.log_dict(
+            {f"{prefix}_loss": self.loss(logits, y), f"{prefix}_acc": (logits.argmax(dim=1) == hard).float().mean()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(x),
+        )
+
+
+@torch.no_grad()
+def soft_labels(teacher: nn.Module, x: Tensor, T: float, *, batch_size: int = 1000) -> Tensor:
+    """``softmax(teacher(x) / T)``, float32 ``[N, C]`` on ``x``'s device.
+
+    Computed in eval mode (the teacher's mode is restored), without gradients, in
+    batches on the teacher's device. Ordinary tensors, not inference tensors, so they
+    can serve as training targets.
+    """
+    T = _check_temperature(T)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    device = next((t.device for t in (*teacher.parameters(), *teacher.buffers())), x.device)
+    scaled = TemperatureScaled(teacher, T)
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        out = [
+            F.softmax(scaled(x[i : i + batch_size].to(device)).float(), dim=1).to(x.device)
+            for i in range(0, len(x), batch_size)
+        ]
+    finally:
+        teacher.train(was_training)
+    if not out:
+        raise ValueError("soft_labels of an empty x")
+    return torch.cat(out)
+
+
+class _SoftTrainDataModule(ArrayDataModule):
+    """The same split as ``ArrayDataModule(x_train, y_train, **kw)``, but the training
+    points carry ``soft_train`` (rows in the order of ``self.x_train``); validation and
+    test keep their hard labels, so ``val_acc`` is accuracy against the true labels."""
+
+    def __init__(self, x_train: Tensor, y_train: Tensor, soft_train: Tensor, **kw) -> None:
+        super().__init__(x_train, y_train, **kw)
+        if soft_train.ndim != 2 or len(soft_train) != self.n_train:
+            raise ValueError(f"soft_train must be [{self.n_train}, C], got {tuple(soft_train.shape)}")
+        self.y_train = soft_train
+
+
+def fit_distillation(
+    teacher_model: nn.Module,
+    student_model: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    *,
+    temperature: float = 100.0,
+    epochs: int,
+    student_epochs: int | None = None,
+    lr: float,
+    optimizer: str = "adam",
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    lr_schedule: str | None = None,
+    lr_step_size: int | None = None,
+    lr_gamma: float = 0.1,
+    lr_milestones: list[int] | None = None,
+    val_fraction: float = 0.1,
+    batch_size: int = 128,
+    eval_batch_size: int = 1000,
+    seed: int = 0,
+    accelerator: str = "auto",
+    deterministic: bool = True,
+    enable_progress_bar: bool = False,
+    log_dir: str | Path | None = None,
+) -> tuple[TrainResult, TrainResult]:
+    """Defensive distillation at ``temperature``; returns ``(teacher_result, student_result)``.
+
+    Both networks are trained with :class:`DistilledClassifier` on the same
+    class-stratified train/validation split of ``(x_train, y_train)`` (hard labels,
+    ``val_fraction``, ``seed``), with the same optimiser settings and the same seed.
+    The teacher learns the hard labels; its soft labels at T (from its best epoch) are
+    computed on the training split only; the student learns those, while its
+    validation points keep their hard labels. ``student_epochs`` defaults to ``epochs``.
+
+    On return both models hold their best epoch's weights (by ``val_acc``), in eval
+    mode, as plain logits networks: the student is the T = 1 deployed model. With
+    ``log_dir``, the CSV logs go to ``log_dir/teacher`` and ``log_dir/student``.
+    """
+    _check_temperature(temperature)
+    dm_kw = {"val_fraction": val_fraction, "batch_size": batch_size, "seed": seed, "eval_batch_size": eval_batch_size}
+    options = {
+        "temperature": temperature,
+        "lr": lr,
+        "optimizer": optimizer,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "weight_decay": weight_decay,
+        "lr_schedule": lr_schedule,
+        "lr_step_size": lr_step_size,
+        "lr_gamma": lr_gamma,
+        "lr_milestones": lr_milestones,
+    }
+    fit_kw = {"seed": seed, "accelerator": accelerator, "deterministic": deterministic,
+              "enable_progress_bar": enable_progress_bar}
+
+    def logs(name: str) -> Path | None:
+        return None if log_dir is None else Path(log_dir) / name
+
+    teacher_dm = ArrayDataModule(x_train, y_train, **dm_kw)
+    teacher_result = fit_module(
+        DistilledClassifier(teacher_model, **options), teacher_dm, epochs=epochs, log_dir=logs("teacher"), **fit_kw
+    )
+
+    soft = soft_labels(teacher_model, teacher_dm.x_train, temperature, batch_size=eval_batch_size)
+    student_dm = _SoftTrainDataModule(x_train, y_train, soft, **dm_kw)
+    student_result = fit_module(
+        DistilledClassifier(student_model, **options),
+        student_dm,
+        epochs=epochs if student_epochs is None else student_epochs,
+        log_dir=logs("student"),
+        **fit_kw,
+    )
+    return teacher_result, student_result
