@@ -46,7 +46,9 @@ def render(ctx) -> str | None:
         "",
         f"- **Distillation** (T = {p['defenses']['distilled']['temperature']}): the paper reports JSMA success "
         f"falling from {d['jsma_success_natural']:.1%} to {d['jsma_success_distilled']:.2%} on MNIST at T = 100; "
-        "gradient attacks on the softmax see vanishing gradients on the distilled model. "
+        "gradient attacks on the softmax cross-entropy (FGSM, PGD here) see vanishing gradients on the "
+        "distilled model, so its robust accuracy above is gradient masking, not robustness: DeepFool, which "
+        "works on the logits, still succeeds on it. "
         f"Carlini & Wagner's attack on logits reaches {d['cw_success_distilled']:.0%} on it "
         "(\"distillation does not survive C&W\"): the C&W row appears here once the C&W stage exists.",
         f"- **Madry PGD training** (eps {p['defenses']['madry']['eps']}, {p['defenses']['madry']['steps']} × "
