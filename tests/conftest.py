@@ -68,6 +68,26 @@ def stage_env(**extra) -> dict:
     return env
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny nets: a second OpenMP thread gains nothing, and when other jobs share the cores its
+    spin-waiting can slow a step a hundredfold. Use with `pytestmark = usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small():
+    """600 / 200 stratified mnist5k images: enough for a one-epoch fit in about a second."""
+    from advlab.data import load_dataset
+
+    return load_dataset("mnist5k", n_train=600, n_test=200, seed=0)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     path = SHARED / "data"

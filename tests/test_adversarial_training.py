@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from advlab.attacks import pgd
-from advlab.data import load_dataset
 from advlab.models import accuracy, build_model
 from advlab.training import (
     HISTORY_COLUMNS,
@@ -22,18 +21,8 @@ from advlab.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny nets: a second OpenMP thread gains nothing and can stall under contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def small():
-    return load_dataset("mnist5k", n_train=600, n_test=200, seed=0)
 
 
 def _dm(ds, **kw) -> ArrayDataModule:

@@ -21,19 +21,8 @@ from advlab.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These nets are tiny: a second OpenMP thread gains nothing, and when other jobs
-    # share the cores its spin-waiting can slow a step a hundredfold.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(scope="module")
-def small():
-    return load_dataset("mnist5k", n_train=600, n_test=200, seed=0)
 
 
 def _dm(ds, **kw) -> ArrayDataModule:
