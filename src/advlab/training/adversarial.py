@@ -232,21 +232,13 @@ def fit_adversarial(
     mix_clean: float = 0.0,
     val_attack: bool = True,
     epochs: int,
-    lr: float,
-    optimizer: str = "adam",
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    lr_schedule: str | None = None,
-    lr_step_size: int | None = None,
-    lr_gamma: float = 0.1,
-    lr_milestones: list[int] | None = None,
     seed: int = 0,
     accelerator: str = "auto",
     deterministic: bool = True,
     enable_progress_bar: bool = False,
     callbacks: list[pl.Callback] | None = None,
     log_dir: str | Path | None = None,
+    **optim,
 ) -> AdversarialTrainResult:
     """Adversarial training of ``model`` with :class:`AdversarialClassifier`; see
     :func:`advlab.training.fit_module` for seeding, logging and the returned weights.
@@ -255,11 +247,11 @@ def fit_adversarial(
     the training attack on the validation set; ties: higher clean ``val_acc``, then
     lower ``val_loss``). With ``val_attack=False`` it is the best clean ``val_acc``;
     without a validation set, the last epoch. ``model`` is left holding the kept
-    weights, in eval mode.
+    weights, in eval mode. ``optim``: the optimiser settings of :class:`NaturalClassifier`
+    (``lr`` required).
     """
     module = AdversarialClassifier(
         model,
-        lr=lr,
         method=method,
         norm=norm,
         eps=eps,
@@ -269,14 +261,7 @@ def fit_adversarial(
         mix_clean=mix_clean,
         seed=seed,
         val_attack=val_attack,
-        optimizer=optimizer,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        lr_schedule=lr_schedule,
-        lr_step_size=lr_step_size,
-        lr_gamma=lr_gamma,
-        lr_milestones=lr_milestones,
+        **optim,
     )
     recorder = _RobustRecorder()
     result = fit_module(

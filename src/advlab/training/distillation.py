@@ -138,15 +138,6 @@ def fit_distillation(
     temperature: float = 100.0,
     epochs: int,
     student_epochs: int | None = None,
-    lr: float,
-    optimizer: str = "adam",
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    lr_schedule: str | None = None,
-    lr_step_size: int | None = None,
-    lr_gamma: float = 0.1,
-    lr_milestones: list[int] | None = None,
     val_fraction: float = 0.1,
     batch_size: int = 128,
     eval_batch_size: int = 1000,
@@ -155,6 +146,7 @@ def fit_distillation(
     deterministic: bool = True,
     enable_progress_bar: bool = False,
     log_dir: str | Path | None = None,
+    **optim,
 ) -> tuple[TrainResult, TrainResult]:
     """Defensive distillation at ``temperature``; returns ``(teacher_result, student_result)``.
 
@@ -171,18 +163,7 @@ def fit_distillation(
     """
     _check_temperature(temperature)
     dm_kw = {"val_fraction": val_fraction, "batch_size": batch_size, "seed": seed, "eval_batch_size": eval_batch_size}
-    options = {
-        "temperature": temperature,
-        "lr": lr,
-        "optimizer": optimizer,
-        "momentum": momentum,
-        "nesterov": nesterov,
-        "weight_decay": weight_decay,
-        "lr_schedule": lr_schedule,
-        "lr_step_size": lr_step_size,
-        "lr_gamma": lr_gamma,
-        "lr_milestones": lr_milestones,
-    }
+    options = {"temperature": temperature, **optim}  # optim: NaturalClassifier's optimiser settings
     fit_kw = {"seed": seed, "accelerator": accelerator, "deterministic": deterministic,
               "enable_progress_bar": enable_progress_bar}
 

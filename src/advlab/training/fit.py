@@ -174,35 +174,20 @@ def fit_classifier(
     datamodule: pl.LightningDataModule,
     *,
     epochs: int,
-    lr: float,
-    optimizer: str = "adam",
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    lr_schedule: str | None = None,
-    lr_step_size: int | None = None,
-    lr_gamma: float = 0.1,
-    lr_milestones: list[int] | None = None,
     seed: int = 0,
     accelerator: str = "auto",
     deterministic: bool = True,
     enable_progress_bar: bool = False,
     callbacks: list[pl.Callback] | None = None,
     log_dir: str | Path | None = None,
+    **optim,
 ) -> TrainResult:
-    """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`."""
-    module = NaturalClassifier(
-        model,
-        lr=lr,
-        optimizer=optimizer,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        lr_schedule=lr_schedule,
-        lr_step_size=lr_step_size,
-        lr_gamma=lr_gamma,
-        lr_milestones=lr_milestones,
-    )
+    """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`.
+
+    ``optim``: the optimiser settings of :class:`NaturalClassifier` (``lr`` required;
+    ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ...), its one definition.
+    """
+    module = NaturalClassifier(model, **optim)
     return fit_module(
         module,
         datamodule,
