@@ -1,4 +1,4 @@
-# advlab: data -> natural training -> attacks -> evaluation -> report.
+# advlab: data -> natural and defended training -> attacks -> evaluation, the papers' studies -> report.
 #   snakemake --cores all                                   (params.yaml, preset mnist5k)
 #   snakemake --cores all --configfile presets/smoke.yaml   (another preset)
 # Orchestration only: which stage, which inputs/outputs/params. Stages are `python -m pipeline.<stage>`.
@@ -16,6 +16,7 @@ include: "pipeline/rules/data.smk"
 include: "pipeline/rules/train.smk"
 include: "pipeline/rules/attacks.smk"
 include: "pipeline/rules/evaluate.smk"
+include: "pipeline/rules/studies.smk"
 include: "pipeline/rules/report.smk"
 
 

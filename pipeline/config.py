@@ -7,6 +7,7 @@ given, presets and --config overrides included, and points there) or else `param
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,33 @@ def _cross_checks(params: dict) -> list[str]:
                 f"eval.models[{i}]: no stage trains {name!r} (trained: {', '.join(sorted(trained))}); "
                 "add the architecture to `models` or to `defenses.<defense>.models`"
             )
+    naturals = set(params["models"])
+    mt = params["madry_table"]
+    if mt["model"] not in trained:
+        problems.append(f"madry_table.model: no stage trains {mt['model']!r} (trained: {', '.join(sorted(trained))})")
+    for key in ("other", "natural"):
+        if mt[key] not in naturals:
+            problems.append(f"madry_table.{key}: {mt[key]!r} is not among `models` ({', '.join(params['models'])})")
+    study = params["deepfool_study"]
+    for key, names in (("deepfool_study.models", study["models"]),
+                       ("deepfool_study.finetune.alpha_models", study["finetune"]["alpha_models"])):
+        for i, name in enumerate(names):
+            if name not in naturals:
+                problems.append(f"{key}[{i}]: {name!r} is not among `models` ({', '.join(params['models'])})")
+    for i, name in enumerate(study["finetune"]["alpha_models"]):
+        if name not in study["models"]:
+            problems.append(f"deepfool_study.finetune.alpha_models[{i}]: {name!r} is not in deepfool_study.models")
+    tr = params["transfer"]
+    for key in ("cross_model", "cross_training"):
+        for i, name in enumerate(tr[key]):
+            if name not in tr["models"]:
+                problems.append(f"transfer.{key}[{i}]: {name!r} is not defined under transfer.models "
+                                f"({', '.join(tr['models'])})")
+    for name, spec in tr["models"].items():
+        if "pretrain_epochs" in spec and spec["arch"] != "ae400_10":
+            problems.append(f"transfer.models.{name}.pretrain_epochs: only the ae400_10 architecture is pretrained")
+    if params["units"]["model"] not in naturals:
+        problems.append(f"units.model: {params['units']['model']!r} is not among `models` ({', '.join(params['models'])})")
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")
@@ -105,7 +133,11 @@ def read_yaml(path: str | os.PathLike) -> Any:
         raise ParamsError(f"params file not found: {path}")
     try:
         with open(path) as fh:
+            if path.suffix == ".json":  # Snakemake's resolved config: PyYAML would read 1e-05 as a string
+                return json.load(fh)
             return yaml.safe_load(fh)
+    except json.JSONDecodeError as exc:
+        raise ParamsError(f"{path}: not valid JSON: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
 

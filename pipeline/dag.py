@@ -17,6 +17,15 @@ CODE = {
                       "src/advlab/training/*.py", "src/advlab/attacks/*.py"],
     "attack": ["pipeline/attack.py", "src/advlab/attacks/*.py"],
     "evaluate": ["pipeline/evaluate.py", "src/advlab/metrics/*.py"],
+    "train_copy": ["pipeline/train.py", "pipeline/train_defense.py", "pipeline/train_copy.py",
+                   "src/advlab/models/*.py", "src/advlab/training/*.py", "src/advlab/attacks/*.py"],
+    "madry_table": ["pipeline/madry_table.py", "src/advlab/attacks/*.py"],
+    "deepfool_study": ["pipeline/deepfool_study.py", "src/advlab/attacks/*.py", "src/advlab/training/*.py",
+                       "src/advlab/metrics/*.py"],
+    "train_transfer": ["pipeline/train.py", "pipeline/train_transfer.py", "src/advlab/models/*.py",
+                       "src/advlab/training/*.py"],
+    "transfer": ["pipeline/transfer.py", "src/advlab/attacks/*.py"],
+    "units": ["pipeline/units.py", "src/advlab/analysis/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
 }
 
@@ -26,7 +35,14 @@ PARAMS = {
     "train_defense": ["seed", "train", "defenses.{defense}"],
     "attack": ["seed", "eval.n_points", "eval.batch_size", "attacks.{attack}"],
     "evaluate": ["eval", "attacks"],
-    "report": ["preset", "models", "defenses", "eval", "attacks", "report"],
+    "train_copy": ["seed", "train", "defenses", "madry_table.model", "madry_table.copy_seed"],
+    "madry_table": ["seed", "madry_table"],
+    "deepfool_study": ["seed", "train", "deepfool_study"],
+    "train_transfer": ["seed", "transfer.train", "transfer.models.{tmodel}"],
+    "transfer": ["seed", "transfer"],
+    "units": ["seed", "units"],
+    "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",
+               "transfer", "units"],
 }
 
 

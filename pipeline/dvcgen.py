@@ -34,6 +34,10 @@ def _t(pattern: str, item: str | None = None) -> str:
     return out
 
 
+def _copy(pattern: str) -> str:
+    return _t(pattern).replace("{model}", "${madry_table.model}")
+
+
 def _metric(path: str) -> dict:
     return {path: {"cache": False}}
 
@@ -85,11 +89,68 @@ def stages() -> dict:
             "outs": [_t(P.SUMMARY)],
             "metrics": [_metric(_t(P.ROBUSTNESS)), _metric(_t(P.TIMING))],
         },
+        "train_copy": {
+            "cmd": "python -m pipeline.train_copy",
+            "deps": dag.code_deps("train_copy") + data,
+            "params": dag.param_keys("train_copy"),
+            "outs": [_copy(P.COPY_MODEL)],
+            "metrics": [_metric(_copy(P.COPY_TRAIN_METRICS))],
+            "plots": [{_copy(P.COPY_TRAIN_HISTORY): {"cache": False, "x": "epoch", "y": "val_acc"}}],
+        },
+        "madry_table": {
+            "cmd": "python -m pipeline.madry_table",
+            "deps": dag.code_deps("madry_table") + data + [
+                _t(P.MODEL).replace("{model}", "${madry_table.%s}" % key) for key in ("model", "natural", "other")
+            ] + [_copy(P.COPY_MODEL)],
+            "params": dag.param_keys("madry_table"),
+            "outs": [_t(P.MADRY_TABLE)],
+            "metrics": [_metric(_t(P.MADRY_METRICS))],
+        },
+        "deepfool_study": {
+            "foreach": "${deepfool_study.models}",
+            "do": {
+                "cmd": "python -m pipeline.deepfool_study --model ${item}",
+                "deps": dag.code_deps("deepfool_study") + data + [_t(P.MODEL, "foreach")],
+                "params": dag.param_keys("deepfool_study"),
+                "outs": [_t(P.DF_STUDY_TIMING, "foreach"), _t(P.DF_FINETUNE, "foreach")],
+                "metrics": [_metric(_t(P.DF_STUDY_METRICS, "foreach"))],
+            },
+        },
+        "train_transfer": {
+            "foreach": "${transfer.models}",
+            "do": {
+                "cmd": "python -m pipeline.train_transfer --model ${key}",
+                "deps": dag.code_deps("train_transfer") + data,
+                "params": dag.param_keys("train_transfer", tmodel="${key}"),
+                "outs": [_t(P.TRANSFER_MODEL).replace("{tmodel}", "${key}"),
+                         _t(P.TRANSFER_TRAIN_HISTORY).replace("{tmodel}", "${key}")],
+                "metrics": [_metric(_t(P.TRANSFER_TRAIN_METRICS).replace("{tmodel}", "${key}"))],
+            },
+        },
+        "transfer": {
+            "cmd": "python -m pipeline.transfer",
+            # DVC cannot expand a dict's keys inside deps: the folder holds every transfer model.
+            "deps": dag.code_deps("transfer") + data + [_t(P.TRANSFER_MODEL).rsplit("/", 1)[0]],
+            "params": dag.param_keys("transfer"),
+            "outs": [_t(P.TRANSFER_STATS), _t(P.TRANSFER_CROSS_MODEL), _t(P.TRANSFER_CROSS_TRAINING)],
+            "metrics": [_metric(_t(P.TRANSFER_METRICS))],
+        },
+        "units": {
+            "cmd": "python -m pipeline.units",
+            "deps": dag.code_deps("units") + data + [_t(P.MODEL).replace("{model}", "${units.model}")],
+            "params": dag.param_keys("units"),
+            "outs": [_t(P.UNITS_TOP)],
+            "metrics": [_metric(_t(P.UNITS_METRICS))],
+        },
         "report": {
             "cmd": "python -m pipeline.report",
             "deps": dag.code_deps("report") + [
                 _t(P.ROBUSTNESS), _t(P.TIMING), _t(P.SUMMARY), "metrics/${preset}/train",
-                "results/${preset}/train", _t(P.ATTACKS_DIR),
+                "results/${preset}/train", _t(P.ATTACKS_DIR), _t(P.PREPARED_TENSORS),
+                _t(P.MADRY_TABLE), _t(P.MADRY_METRICS),
+                _t(P.DF_STUDY_METRICS).rsplit("/", 1)[0], _t(P.DF_FINETUNE).split("/{model}")[0],
+                _t(P.TRANSFER_STATS), _t(P.TRANSFER_CROSS_MODEL), _t(P.TRANSFER_CROSS_TRAINING),
+                _t(P.TRANSFER_METRICS), _t(P.UNITS_TOP), _t(P.UNITS_METRICS),
             ],
             "params": dag.param_keys("report"),
             "outs": [P.REPORT, P.FIGURES],

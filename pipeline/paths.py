@@ -27,6 +27,33 @@ ROBUSTNESS = "metrics/{preset}/robustness.json"
 TIMING = "metrics/{preset}/timing.json"
 SUMMARY = "results/{preset}/eval/summary.csv"
 
+# Studies (issue 3). Their models live beside their results, not in models/<preset>/, so that the
+# evaluate stage (which DVC points at the models/<preset> folder) does not rerun when they change.
+# Madry et al.'s table: A' is an independently trained copy of the defended model.
+COPY_MODEL = "results/{preset}/madry_table/copy/{model}.pt"
+COPY_TRAIN_METRICS = "results/{preset}/madry_table/copy/{model}.json"
+COPY_TRAIN_HISTORY = "results/{preset}/madry_table/copy/{model}.history.csv"
+MADRY_TABLE = "results/{preset}/madry_table/table.csv"
+MADRY_METRICS = "metrics/{preset}/madry_table.json"
+
+# DeepFool's Tables 1-3 and Figures 6-7, per naturally trained model.
+DF_STUDY_METRICS = "metrics/{preset}/deepfool_study/{model}.json"
+DF_STUDY_TIMING = "results/{preset}/deepfool_study/{model}/timing.json"
+DF_FINETUNE = "results/{preset}/deepfool_study/{model}/finetune.csv"
+
+# Szegedy et al.'s transfer tables: their own small models, then the cross-model tables.
+TRANSFER_MODEL = "results/{preset}/transfer/models/{tmodel}.pt"
+TRANSFER_TRAIN_METRICS = "results/{preset}/transfer/models/{tmodel}.json"
+TRANSFER_TRAIN_HISTORY = "results/{preset}/transfer/models/{tmodel}.history.csv"
+TRANSFER_STATS = "results/{preset}/transfer/model_stats.csv"
+TRANSFER_CROSS_MODEL = "results/{preset}/transfer/cross_model.csv"
+TRANSFER_CROSS_TRAINING = "results/{preset}/transfer/cross_training.csv"
+TRANSFER_METRICS = "metrics/{preset}/transfer.json"
+
+# Szegedy et al. §3: units of a hidden layer vs random directions.
+UNITS_TOP = "results/{preset}/units/top.csv"
+UNITS_METRICS = "metrics/{preset}/units.json"
+
 REPORT = "reports/report.md"
 FIGURES = "reports/figures"
 

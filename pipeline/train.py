@@ -39,9 +39,16 @@ def new_model(arch: str, data: Prepared, seed: int):
 
 
 def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg: dict, training: str,
-                 extra_metrics: dict | None = None, stage_params: dict | None = None) -> dict:
-    """Write checkpoint, metrics JSON and history of a finished training; return the MLflow record."""
+                 extra_metrics: dict | None = None, stage_params: dict | None = None,
+                 outputs: tuple[str, str, str] | None = None, seed: int | None = None) -> dict:
+    """Write checkpoint, metrics JSON and history of a finished training; return the MLflow record.
+
+    ``outputs``: (model, metrics, history) path patterns with a {model} wildcard; default the
+    models/<preset>/ ones. ``seed``: the training seed when it is not params' seed (copies).
+    """
     preset = params["preset"]
+    model_pat, metrics_pat, history_pat = outputs or (paths.MODEL, paths.TRAIN_METRICS, paths.TRAIN_HISTORY)
+    seed = params["seed"] if seed is None else seed
     model.load_state_dict(result.best_state_dict)
     model = model.cpu().eval()
     test_acc = accuracy(model, data.x_test, data.y_test, batch_size=1000)
@@ -55,30 +62,36 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
         **(extra_metrics or {}),
     }
     meta = {"preset": preset, "model": model_id, "training": training, "dataset": data.meta["dataset"],
-            "data_checksum": data.meta["checksum"], "seed": params["seed"], "train": cfg, **metrics}
-    save_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_id), model, meta)
+            "data_checksum": data.meta["checksum"], "seed": seed, "train": cfg, **metrics}
+    save_checkpoint(paths.path(model_pat, preset=preset, model=model_id), model, meta)
     # Wall time stays out of the metrics JSON (deterministic); it is the history's `seconds` column.
-    write_json(paths.path(paths.TRAIN_METRICS, preset=preset, model=model_id), metrics)
+    write_json(paths.path(metrics_pat, preset=preset, model=model_id), metrics)
     history = result.history
-    write_csv(paths.path(paths.TRAIN_HISTORY, preset=preset, model=model_id), history)
+    write_csv(paths.path(history_pat, preset=preset, model=model_id), history)
     curves = {col: history[col].tolist() for col in history.columns if col not in ("epoch",)}
     return {
-        "params": stage_params or {"model": model_id, "seed": params["seed"], "train": cfg},
+        "params": stage_params or {"model": model_id, "seed": seed, "train": cfg},
         "metrics": {**metrics, "train_seconds": float(history["seconds"].sum()) if "seconds" in history else None},
         "curves": curves,
-        "artifacts": [paths.path(paths.TRAIN_HISTORY, preset=preset, model=model_id)],
+        "artifacts": [paths.path(history_pat, preset=preset, model=model_id)],
     }
+
+
+def fit_natural(params: dict, name: str, data: Prepared, seed: int):
+    """Natural training of architecture `name` with `seed`: (model, result, cfg)."""
+    cfg = effective_train_config(params["train"], name)
+    model = new_model(name, data, seed)
+    datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
+                                 batch_size=cfg["batch_size"], seed=seed)
+    with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
+        result = fit_classifier(model, datamodule, seed=seed, log_dir=log_dir, **optimizer_kwargs(cfg))
+    return model, result, cfg
 
 
 def main(params: dict, args) -> dict:
     name = args.model
-    cfg = effective_train_config(params["train"], name)
     data = load_prepared(params["preset"])
-    model = new_model(name, data, params["seed"])
-    datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
-                                 batch_size=cfg["batch_size"], seed=params["seed"])
-    with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
-        result = fit_classifier(model, datamodule, seed=params["seed"], log_dir=log_dir, **optimizer_kwargs(cfg))
+    model, result, cfg = fit_natural(params, name, data, params["seed"])
     return save_trained(params, name, model, result, data, cfg, training="natural")
 
 

@@ -19,12 +19,10 @@ from pipeline.stage import run_stage
 from pipeline.train import effective_train_config, new_model, optimizer_kwargs, save_trained
 
 
-def main(params: dict, args) -> dict:
-    arch, defense = args.model, args.defense
+def fit_defended(params: dict, arch: str, defense: str, data, seed: int):
+    """Train `arch` with `defense` and `seed`: (model, result, cfg, extra metrics, MLflow params)."""
     dcfg = params["defenses"][defense]
     cfg = effective_train_config(params["train"], arch, epochs=dcfg["epochs"])
-    data = load_prepared(params["preset"])
-    seed = params["seed"]
     model = new_model(arch, data, seed)
     stage_params = {"model": arch, "defense": defense, "seed": seed, "train": cfg, defense: dcfg}
     with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
@@ -45,6 +43,13 @@ def main(params: dict, args) -> dict:
                 model, datamodule, norm=dcfg["norm"], eps=dcfg["eps"], step_size=dcfg["step_size"],
                 mix_clean=dcfg["mix_clean"], seed=seed, log_dir=log_dir, **attack, **optimizer_kwargs(cfg))
             extra = {"train_eps": float(dcfg["eps"])}
+    return model, result, cfg, extra, stage_params
+
+
+def main(params: dict, args) -> dict:
+    arch, defense = args.model, args.defense
+    data = load_prepared(params["preset"])
+    model, result, cfg, extra, stage_params = fit_defended(params, arch, defense, data, params["seed"])
     return save_trained(params, f"{arch}-{defense}", model, result, data, cfg, training=defense,
                         extra_metrics=extra, stage_params=stage_params)
 

@@ -38,7 +38,8 @@ def _x(c: int, s: int, n: int = 4, seed: int = 0) -> torch.Tensor:
 
 def test_registry_lists_the_paper_models():
     assert MODEL_NAMES == sorted(MODEL_NAMES)
-    expected = {"fc", "fc500_150", "fc100_100", "fc200_200", "fc10", "lenet", "madry_cnn", "cw_cnn"}
+    expected = {"fc", "fc500_150", "fc100_100", "fc200_200", "fc123_456", "fc10", "ae400_10", "lenet",
+                "madry_cnn", "cw_cnn"}
     assert expected <= set(MODEL_NAMES)
     assert {"allconv", "nin"} & set(MODEL_NAMES)
 
@@ -90,6 +91,20 @@ def test_fc_family_widths():
     assert custom.arch_kwargs["widths"] == [64, 32, 16]
     with pytest.raises(TypeError, match="unknown option"):
         build_model("fc500_150", in_channels=1, image_size=28, widths=[10])
+
+
+def test_szegedy_models():
+    fc123 = build_model("fc123_456", in_channels=1, image_size=28)
+    assert [m.out_features for m in fc123.modules() if isinstance(m, nn.Linear)] == [123, 456, 10]
+    ae = build_model("ae400_10", in_channels=1, image_size=28, init_seed=0)
+    # Named so that the sparse-autoencoder pretraining can find (and share) the encoder.
+    assert [(n, type(m).__name__) for n, m in ae.net.named_children()] == [
+        ("flatten", "Flatten"), ("encoder", "Linear"), ("sigmoid", "Sigmoid"), ("fc", "Linear")]
+    assert (ae.net.encoder.in_features, ae.net.encoder.out_features) == (784, 400)
+    assert (ae.net.fc.in_features, ae.net.fc.out_features) == (400, 10)
+    assert "code" not in ae.arch_kwargs
+    with pytest.raises(TypeError, match="unknown option"):
+        build_model("ae400_10", in_channels=1, image_size=28, code=100)
 
 
 def test_madry_and_cw_architectures():

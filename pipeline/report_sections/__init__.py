@@ -3,6 +3,7 @@ artifacts it needs exist and None otherwise, so a later study adds a section (a 
 SECTIONS) without touching the others."""
 from __future__ import annotations
 
-from pipeline.report_sections import deepfool_table, defenses, figures, overview, robustness, training
+from pipeline.report_sections import (deepfool_table, defenses, figures, madry_table, overview, robustness, training,
+                                      transfer, units)
 
-SECTIONS = [overview, training, robustness, defenses, deepfool_table, figures]
+SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, figures]

@@ -61,3 +61,4 @@ wildcard_constraints:
     arch=r"[a-z][a-z0-9_]*",
     defense=r"distilled|madry|fast",
     attack=r"[a-z][a-z0-9_]*",
+    tmodel=r"[a-z][a-z0-9_.-]*",

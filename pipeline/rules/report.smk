@@ -7,6 +7,12 @@ rule report:
         train=expand(P.TRAIN_METRICS, preset=PRESET, model=TRAINED),
         history=expand(P.TRAIN_HISTORY, preset=PRESET, model=TRAINED),
         examples=expand(P.ADV_EXAMPLES, preset=PRESET, model=EVAL_MODELS, attack=ATTACKS),
+        tensors=expand(P.PREPARED_TENSORS, preset=PRESET),  # the units grids show test images
+        madry=expand([P.MADRY_TABLE, P.MADRY_METRICS], preset=PRESET),
+        deepfool=expand([P.DF_STUDY_METRICS, P.DF_STUDY_TIMING, P.DF_FINETUNE], preset=PRESET, model=DF_MODELS),
+        transfer=expand([P.TRANSFER_STATS, P.TRANSFER_CROSS_MODEL, P.TRANSFER_CROSS_TRAINING, P.TRANSFER_METRICS],
+                        preset=PRESET),
+        units=expand([P.UNITS_TOP, P.UNITS_METRICS], preset=PRESET),
     output:
         report=report(P.REPORT, caption="../captions/report.rst", category="Report"),
         figures=report(

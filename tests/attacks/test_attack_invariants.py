@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from advlab.attacks import ATTACKS, AttackResult, deepfool, fgsm, pgd
+from advlab.attacks import ATTACKS, AttackResult, deepfool, fgsm, lbfgs, pgd
 
 # attack name -> (kwargs, batch result equals one-by-one result)
 CASES = {
@@ -26,7 +26,7 @@ def run(name, model, x, y, **override):
 
 
 def test_registry():
-    assert ATTACKS == {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool}
+    assert ATTACKS == {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool, "lbfgs": lbfgs}
 
 
 @pytest.mark.parametrize("name", list(CASES))

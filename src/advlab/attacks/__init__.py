@@ -6,9 +6,23 @@ model returning logits, already in the mode the caller wants (usually eval).
 
 from .deepfool import deepfool
 from .fgsm import fgsm
+from .fgsm_search import fgsm_direction, fgsm_eps_for_rate, fgsm_minimal_eps
+from .lbfgs import lbfgs
 from .pgd import pgd
 from .result import AttackResult, check_inputs, perturbation_norms
 
-__all__ = ["ATTACKS", "AttackResult", "check_inputs", "deepfool", "fgsm", "perturbation_norms", "pgd"]
+__all__ = [
+    "ATTACKS",
+    "AttackResult",
+    "check_inputs",
+    "deepfool",
+    "fgsm",
+    "fgsm_direction",
+    "fgsm_eps_for_rate",
+    "fgsm_minimal_eps",
+    "lbfgs",
+    "perturbation_norms",
+    "pgd",
+]
 
-ATTACKS = {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool}
+ATTACKS = {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool, "lbfgs": lbfgs}

@@ -43,6 +43,22 @@ def fc(in_channels: int, size: tuple[int, int], num_classes: int, *, widths: Seq
     return _seq(layers)
 
 
+def ae_softmax(in_channels: int, size: tuple[int, int], num_classes: int, *, code: int = 400):
+    """Szegedy et al.'s AE400-10: the sigmoid code of an autoencoder, then a softmax layer.
+
+    flatten -> ``encoder`` (Linear to ``code`` units) -> ``sigmoid`` -> ``fc`` (logits).
+    The encoder is meant to be pretrained as a sparse autoencoder
+    (:func:`advlab.training.pretrain_autoencoder`) before the whole net is fine-tuned.
+    """
+    n = in_channels * size[0] * size[1]
+    return _seq([
+        ("flatten", nn.Flatten()),
+        ("encoder", nn.Linear(n, int(code))),
+        ("sigmoid", nn.Sigmoid()),
+        ("fc", nn.Linear(int(code), num_classes)),
+    ])
+
+
 def lenet(in_channels: int, size: tuple[int, int], num_classes: int):
     """DeepFool's MNIST LeNet (MatConvNet ``cnn_mnist``).
 

@@ -16,7 +16,9 @@ _ALIASES: dict[str, tuple[Callable[..., nn.Module], dict]] = {
     "fc500_150": (A.fc, {"widths": (500, 150)}),  # DeepFool's FC500-150-10
     "fc100_100": (A.fc, {"widths": (100, 100)}),  # Szegedy et al.
     "fc200_200": (A.fc, {"widths": (200, 200)}),  # Szegedy et al.
+    "fc123_456": (A.fc, {"widths": (123, 456)}),  # Szegedy et al., cross-training-set model
     "fc10": (A.fc, {"widths": ()}),  # softmax regression
+    "ae400_10": (A.ae_softmax, {"code": 400}),  # Szegedy et al.'s AE400-10
 }
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
