@@ -105,14 +105,18 @@ def _cross_checks(params: dict) -> list[str]:
         if name not in study["models"]:
             problems.append(f"deepfool_study.finetune.alpha_models[{i}]: {name!r} is not in deepfool_study.models")
     tr = params["transfer"]
+    names = [m["name"] for m in tr["models"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(f"transfer.models[{i}].name: {name!r} is defined twice")
     for key in ("cross_model", "cross_training"):
         for i, name in enumerate(tr[key]):
-            if name not in tr["models"]:
+            if name not in names:
                 problems.append(f"transfer.{key}[{i}]: {name!r} is not defined under transfer.models "
-                                f"({', '.join(tr['models'])})")
-    for name, spec in tr["models"].items():
+                                f"({', '.join(names)})")
+    for i, spec in enumerate(tr["models"]):
         if "pretrain_epochs" in spec and spec["arch"] != "ae400_10":
-            problems.append(f"transfer.models.{name}.pretrain_epochs: only the ae400_10 architecture is pretrained")
+            problems.append(f"transfer.models[{i}].pretrain_epochs: only the ae400_10 architecture is pretrained")
     if params["units"]["model"] not in naturals:
         problems.append(f"units.model: {params['units']['model']!r} is not among `models` ({', '.join(params['models'])})")
     data = params["data"]

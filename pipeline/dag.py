@@ -38,7 +38,7 @@ PARAMS = {
     "train_copy": ["seed", "train", "defenses", "madry_table.model", "madry_table.copy_seed"],
     "madry_table": ["seed", "madry_table"],
     "deepfool_study": ["seed", "train", "deepfool_study"],
-    "train_transfer": ["seed", "transfer.train", "transfer.models.{tmodel}"],
+    "train_transfer": ["seed", "transfer.train", "transfer.models"],
     "transfer": ["seed", "transfer"],
     "units": ["seed", "units"],
     "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",

@@ -119,12 +119,12 @@ def stages() -> dict:
         "train_transfer": {
             "foreach": "${transfer.models}",
             "do": {
-                "cmd": "python -m pipeline.train_transfer --model ${key}",
+                "cmd": "python -m pipeline.train_transfer --model ${item.name}",
                 "deps": dag.code_deps("train_transfer") + data,
-                "params": dag.param_keys("train_transfer", tmodel="${key}"),
-                "outs": [_t(P.TRANSFER_MODEL).replace("{tmodel}", "${key}"),
-                         _t(P.TRANSFER_TRAIN_HISTORY).replace("{tmodel}", "${key}")],
-                "metrics": [_metric(_t(P.TRANSFER_TRAIN_METRICS).replace("{tmodel}", "${key}"))],
+                "params": dag.param_keys("train_transfer"),
+                "outs": [_t(P.TRANSFER_MODEL).replace("{tmodel}", "${item.name}"),
+                         _t(P.TRANSFER_TRAIN_HISTORY).replace("{tmodel}", "${item.name}")],
+                "metrics": [_metric(_t(P.TRANSFER_TRAIN_METRICS).replace("{tmodel}", "${item.name}"))],
             },
         },
         "transfer": {

@@ -30,6 +30,21 @@ def _overlay(doc, over: dict) -> None:
             doc[key] = value
 
 
+def _represent_float(rep, value: float):
+    """Floats that PyYAML (YAML 1.1, what DVC and the stages read) parses back as floats:
+    it needs a dot in the mantissa, so 1e-05 is written 1.0e-05."""
+    if value != value:
+        text = ".nan"
+    elif value in (float("inf"), float("-inf")):
+        text = ".inf" if value > 0 else "-.inf"
+    else:
+        text = repr(value)
+        mantissa, e, exponent = text.partition("e")
+        if e and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"
+    return rep.represent_scalar("tag:yaml.org,2002:float", text)
+
+
 def read_yaml_text(text: str):
     import yaml as pyyaml
 
@@ -51,6 +66,7 @@ def main(argv=None) -> int:
     yaml.preserve_quotes = True
     yaml.representer.add_representer(
         type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    yaml.representer.add_representer(float, _represent_float)
     with open(args.params) as fh:
         doc = yaml.load(fh)
     _overlay(doc, read_yaml(preset_path(args.name)))

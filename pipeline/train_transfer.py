@@ -37,7 +37,10 @@ def half_indices(n: int, half: str, seed: int) -> torch.Tensor:
 
 def main(params: dict, args) -> dict:
     name, tcfg = args.model, params["transfer"]
-    spec = tcfg["models"][name]
+    specs = {m["name"]: m for m in tcfg["models"]}
+    if name not in specs:
+        raise SystemExit(f"error: transfer.models has no model named {name!r} (defined: {', '.join(specs)})")
+    spec = specs[name]
     seed = params["seed"]
     data = load_prepared(params["preset"])
     idx = half_indices(len(data.x_train), spec["half"], seed)
@@ -63,7 +66,8 @@ def main(params: dict, args) -> dict:
     extra["train_error"] = 1 - accuracy(model.eval(), x, y)
     record = save_trained(params, name, model, result, data, cfg, training=f"transfer:{spec['arch']}",
                           extra_metrics=extra, outputs=OUTPUTS,
-                          stage_params={"model": name, **spec, "train": cfg, "seed": seed})
+                          stage_params={"model": name, **{k: v for k, v in spec.items() if k != "name"}, "train": cfg,
+                                        "seed": seed})
     return record
 
 

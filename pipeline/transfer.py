@@ -63,12 +63,13 @@ def main(params: dict, args) -> dict:
         # Only points the model gets right clean count as its adversarial examples (as in the paper).
         made[name] = type(res)(res.x_adv, res.success & correct, res.norms, res.counts, res.extra)
         made[name].extra["clean_correct"] = correct
+    specs = {m["name"]: m for m in cfg["models"]}
     stats = []
     for name in names:
         m = read_json(paths.path(paths.TRANSFER_TRAIN_METRICS, preset=preset, tmodel=name))
         ok = made[name].success
-        stats.append({"model": name, "arch": cfg["models"][name]["arch"],
-                      "weight_decay": cfg["models"][name]["weight_decay"], "half": cfg["models"][name]["half"],
+        stats.append({"model": name, "arch": specs[name]["arch"],
+                      "weight_decay": specs[name]["weight_decay"], "half": specs[name]["half"],
                       "train_error": m["train_error"], "test_error": m["test_error"],
                       "attack_success": float(ok.sum() / made[name].extra["clean_correct"].sum().clamp_min(1)),
                       "av_min_distortion": float(rms(made[name].x_adv - x)[ok].mean()) if ok.any() else float("nan")})
@@ -112,7 +113,7 @@ def main(params: dict, args) -> dict:
     # model, and Gaussian noise at a comparable distortion.
     adv = cross_model[cross_model["examples"].str.startswith("adversarial")].set_index("examples")
     cm = cfg["cross_model"]
-    ae = [m for m in cm if cfg["models"][m]["arch"] == "ae400_10"]
+    ae = [m for m in cm if specs[m]["arch"] == "ae400_10"]
     fc = [m for m in cm if m not in ae]
     off = lambda rows, cols: [float(adv.loc[f"adversarial for {a}", b]) for a in rows for b in cols if a != b]  # noqa: E731
     mean = lambda v: sum(v) / len(v) if v else float("nan")  # noqa: E731

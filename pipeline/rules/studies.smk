@@ -3,7 +3,7 @@
 
 MADRY_MODEL = config["madry_table"]["model"]
 DF_MODELS = config["deepfool_study"]["models"]
-TRANSFER_MODELS = list(config["transfer"]["models"])
+TRANSFER_MODELS = [m["name"] for m in config["transfer"]["models"]]
 
 
 rule train_copy:

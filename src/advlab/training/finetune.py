@@ -54,6 +54,7 @@ def fine_tune(
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} items but y has {len(y)}")
     probe = _EpochProbe(on_epoch) if on_epoch is not None else None
+    model.train()  # a model loaded for evaluation arrives in eval mode
     module = NaturalClassifier(model, lr=lr, lr_schedule=None, **optim)
     datamodule = ArrayDataModule(x, y, val_fraction=0.0, batch_size=batch_size, seed=seed)
     result = fit_module(module, datamodule, epochs=epochs, seed=seed, accelerator=accelerator,
