@@ -1,6 +1,7 @@
 """Stage train: natural training of one architecture with Lightning; best epoch by val accuracy."""
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 
@@ -55,7 +56,8 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
     metrics = {
         "test_accuracy": test_acc,
         "test_error": 1.0 - test_acc,
-        "best_val_accuracy": float(result.best_val_acc),
+        # null, not NaN, without a validation split (the transfer models): NaN is not JSON
+        "best_val_accuracy": None if math.isnan(result.best_val_acc) else float(result.best_val_acc),
         "best_epoch": int(result.best_epoch),
         "epochs": int(cfg["epochs"]),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),

@@ -71,6 +71,21 @@ def test_schema_model_names_match_registry():
         (lambda p: p["eval"]["models"].append("lenet-robust"), "eval.models[5]: 'lenet-robust' does not match"),
         (lambda p: p["defenses"]["madry"].__setitem__("mix_clean", 1.5), "defenses.madry.mix_clean: 1.5 is greater"),
         (lambda p: p["defenses"]["distilled"].__setitem__("temperature", 0), "defenses.distilled.temperature: 0"),
+        (lambda p: p["madry_table"].__setitem__("model", "fc500_150-madry"),
+         "madry_table.model: no stage trains 'fc500_150-madry'"),
+        (lambda p: p["madry_table"].__setitem__("other", "nin"), "madry_table.other: 'nin' is not among `models`"),
+        (lambda p: p["madry_table"].__setitem__("restarts", []), "madry_table.restarts: [] should be non-empty"),
+        (lambda p: p["deepfool_study"]["models"].append("nin"), "deepfool_study.models[2]: 'nin' is not among"),
+        (lambda p: p["deepfool_study"]["finetune"].__setitem__("alpha_models", ["fc500_150", "lenet"]) or
+         p["deepfool_study"].__setitem__("models", ["lenet"]),
+         "deepfool_study.finetune.alpha_models[0]: 'fc500_150' is not in deepfool_study.models"),
+        (lambda p: p["transfer"]["cross_model"].append("fc999"), "transfer.cross_model[6]: 'fc999' is not defined"),
+        (lambda p: p["transfer"]["models"].append(dict(p["transfer"]["models"][0])),
+         "transfer.models[9].name: 'fc10_1e-4' is defined twice"),
+        (lambda p: p["transfer"]["models"][0].__setitem__("pretrain_epochs", 3),
+         "transfer.models[0].pretrain_epochs: only the ae400_10"),
+        (lambda p: p["transfer"]["models"][0].__setitem__("half", "p3"), "transfer.models[0].half: 'p3' is not allowed"),
+        (lambda p: p["units"].__setitem__("model", "nin"), "units.model: 'nin' is not among `models`"),
     ],
 )
 def test_bad_params_name_the_key(params, mutate, expected):

@@ -38,7 +38,7 @@ def _x(c: int, s: int, n: int = 4, seed: int = 0) -> torch.Tensor:
 
 def test_registry_lists_the_paper_models():
     assert MODEL_NAMES == sorted(MODEL_NAMES)
-    expected = {"fc", "fc500_150", "fc100_100", "fc200_200", "fc123_456", "fc10", "ae400_10", "lenet",
+    expected = {"fc", "fc500_150", "fc100_100", "fc200_200", "fc123_456", "fc10", "ae400_10", "lenet", "wong_cnn",
                 "madry_cnn", "cw_cnn"}
     assert expected <= set(MODEL_NAMES)
     assert {"allconv", "nin"} & set(MODEL_NAMES)

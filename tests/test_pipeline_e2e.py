@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import project_copy, stage_env, tool
 
-# prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report
-SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1
+# prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report, and the
+# studies: train_copy, madry_table, deepfool_study x1, train_transfer x4, transfer, units
+SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1
 
 
 def _run(cmd, cwd, timeout=900):
@@ -63,8 +64,14 @@ def test_report_has_tables_beside_the_paper(snake_run):
     assert "# advlab report — preset `smoke`" in text
     assert "## Robustness" in text and "## DeepFool beside the paper" in text and "## Defended models" in text
     assert "fc100_100-madry" in text and "PGD adversarial training" in text
-    assert "LeNet (MNIST)" in text and "ρ_adv DeepFool (paper)" in text
-    for fig in ["examples_lenet.png", "norms_fc100_100.png", "training_curves.png"]:
+    assert "ρ_adv DeepFool (paper)" in text and "ρ_adv FGSM (ours)" in text and "ρ_adv L-BFGS (ours)" in text
+    assert "## Madry et al.'s table" in text and "| CW+ " in text and "A'" in text
+    assert "**Table 3**" in text and "**Figure 6**" in text and "**Figure 7**" in text
+    assert "## Transfer of adversarial examples" in text and "gaussian stddev 0.3" in text
+    assert "amplified to RMS 0.1" in text
+    assert "## Units vs random directions" in text
+    for fig in ["examples_lenet.png", "norms_fc100_100.png", "training_curves.png", "deepfool_finetune.png",
+                "deepfool_magnified.png", "units_unit.png", "units_random.png"]:
         assert f"(figures/{fig})" in text
 
 
@@ -75,6 +82,8 @@ def test_one_mlflow_run_per_stage_execution(snake_run):
     assert {r.info.status for r in runs} == {"FINISHED"}
     stages = sorted(r.data.tags["advlab.stage"] for r in runs)
     assert stages.count("attack") == 15 and stages.count("train") == 2 and stages.count("train_defense") == 3
+    assert stages.count("train_transfer") == 4 and stages.count("deepfool_study") == 1
+    assert {"train_copy", "madry_table", "transfer", "units"} <= set(stages)
     train = next(r for r in runs if r.data.tags["advlab.stage"] == "train")
     assert train.data.tags["advlab.preset"] == "smoke"
     assert train.data.params["train.epochs"] == "2"
@@ -99,10 +108,36 @@ def test_dvc_builds_everything_then_nothing(dvc_run):
 def test_snakemake_and_dvc_outputs_agree(snake_run, dvc_run):
     snake, dvc = snake_run[0], dvc_run[0]
     for rel in ["metrics/smoke/robustness.json", "metrics/smoke/train/lenet.json",
-                "metrics/smoke/train/fc100_100.json", "data/prepared/smoke/meta.json"]:
+                "metrics/smoke/train/fc100_100.json", "data/prepared/smoke/meta.json",
+                "metrics/smoke/madry_table.json", "metrics/smoke/deepfool_study/fc100_100.json",
+                "metrics/smoke/transfer.json", "metrics/smoke/units.json"]:
         assert json.loads((snake / rel).read_text()) == json.loads((dvc / rel).read_text()), rel
     for rel in ["results/smoke/attacks/lenet/deepfool.csv", "results/smoke/attacks/fc100_100/pgd.csv"]:
         assert (snake / rel).read_bytes() == (dvc / rel).read_bytes(), rel
+
+
+def test_study_outputs_hold_the_papers_quantities(snake_run):
+    project, _, _ = snake_run
+    madry = json.loads((project / "metrics/smoke/madry_table.json").read_text())
+    assert madry["model"] == "fc100_100-madry" and madry["n_points"] == 24
+    acc = madry["accuracy"]
+    assert {"pgd.3x1.A.A", "pgd.5x2.A_prime.A", "cw_plus.3x1.B.natural", "fgsm.A.A"} <= set(acc)
+    assert all(0 <= v <= 1 for v in acc.values())
+    copy_meta = json.loads((project / "results/smoke/madry_table/copy/fc100_100-madry.json").read_text())
+    assert copy_meta["epochs"] == 2  # the defense's own recipe ...
+    import torch  # ... with another seed: an independent copy, different weights
+
+    a = torch.load(project / "models/smoke/fc100_100-madry.pt", weights_only=True)
+    b = torch.load(project / "results/smoke/madry_table/copy/fc100_100-madry.pt", weights_only=True)
+    assert b["meta"]["seed"] == a["meta"]["seed"] + 1
+    assert not torch.equal(a["state_dict"]["net.fc1.weight"], b["state_dict"]["net.fc1.weight"])
+    study = json.loads((project / "metrics/smoke/deepfool_study/fc100_100.json").read_text())
+    assert 0 < study["fgsm"]["eps"] < 1 and study["deepfool_l2"]["success_rate"] == 1.0
+    assert set(study["finetune"]["after"]) == {"deepfool", "fgsm", "deepfool_x3"}
+    transfer = json.loads((project / "metrics/smoke/transfer.json").read_text())
+    assert set(transfer["models"]) == {"fc10_1e-4", "fc100_100_p1", "ae400_10", "fc100_100_p2"}
+    units = json.loads((project / "metrics/smoke/units.json").read_text())
+    assert units["layer"] == "relu" and len(units["units"]) == 2
 
 
 def test_dvc_adopts_snakemake_outputs_without_rerunning(snake_run):

@@ -95,7 +95,17 @@ def render(ctx) -> str | None:
     ]
     if amp is not None:
         c = cfg["cross_training"]
-        out.append(f"- Across training sets, examples amplified to RMS {cfg['amplify_rms']:g} fool "
-                   + ", ".join(f"{m}: {_pct(amp[m])}" for m in c)
-                   + " — transfer holds across disjoint training data, weaker than within the same data.")
+        line = (f"- Across training sets, examples made for `{c[0]}` and amplified to RMS {cfg['amplify_rms']:g} "
+                "fool " + ", ".join(f"`{m}`: {_pct(amp[m])}" for m in c) + ".")
+        if len(c) >= 3:
+            same, other = amp[c[1]], amp[c[-1]]
+            line += (f" The model on the other half (`{c[-1]}`) is fooled less than the other architecture on the "
+                     f"same half (`{c[1]}`), as in the paper." if other < same else
+                     f" Unlike the paper, the model on the other half (`{c[-1]}`) is fooled as often as the other "
+                     f"architecture on the same half (`{c[1]}`).")
+        base = cross_tr.iloc[0]
+        line += (" Non-amplified examples transfer at " + ", ".join(f"{_pct(base[m])}" for m in c[1:])
+                 + f"; Gaussian noise of stddev {cfg['amplify_rms']:g} errs at "
+                 + ", ".join(f"{_pct(cross_tr.iloc[-1][m])}" for m in c) + ".")
+        out.append(line)
     return "\n".join(out)

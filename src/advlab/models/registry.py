@@ -25,6 +25,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "fc": A.fc,
     "lenet": A.lenet,
     "madry_cnn": A.madry_cnn,
+    "wong_cnn": A.wong_cnn,
     "cw_cnn": A.cw_cnn,
     "allconv": A.allconv,
     "nin": A.nin,
