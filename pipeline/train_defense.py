@@ -41,7 +41,8 @@ def fit_defended(params: dict, arch: str, defense: str, data, seed: int):
                 if defense == "madry" else {"method": "fgsm_rs", "steps": 1, "random_start": True}
             result = fit_adversarial(
                 model, datamodule, norm=dcfg["norm"], eps=dcfg["eps"], step_size=dcfg["step_size"],
-                mix_clean=dcfg["mix_clean"], seed=seed, log_dir=log_dir, **attack, **optimizer_kwargs(cfg))
+                mix_clean=dcfg["mix_clean"], eps_warmup_epochs=dcfg["eps_warmup_epochs"], seed=seed,
+                log_dir=log_dir, **attack, **optimizer_kwargs(cfg))
             extra = {"train_eps": float(dcfg["eps"])}
     return model, result, cfg, extra, stage_params
 

@@ -97,7 +97,7 @@ def test_bad_params_name_the_key(params, mutate, expected):
 
 
 def test_unknown_preset_lists_the_known_ones():
-    with pytest.raises(ParamsError, match=r"unknown preset 'tiny' \(available: cifar10, mnist, mnist5k, smoke\)"):
+    with pytest.raises(ParamsError, match=r"unknown preset 'tiny' \(available: cifar10, mnist, mnist5k, mnist_cpu, smoke\)"):
         preset_path("tiny")
 
 

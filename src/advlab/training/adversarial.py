@@ -79,8 +79,11 @@ class AdversarialClassifier(NaturalClassifier):
         mix_clean: float = 0.0,
         seed: int = 0,
         val_attack: bool = True,
+        eps_warmup_epochs: float = 0.0,
         **options,
     ) -> None:
+        if not (math.isfinite(eps_warmup_epochs) and eps_warmup_epochs >= 0):
+            raise ValueError(f"eps_warmup_epochs must be a finite number >= 0, got {eps_warmup_epochs}")
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if norm not in ("linf", "l2"):
@@ -103,13 +106,25 @@ class AdversarialClassifier(NaturalClassifier):
         self.method, self.norm, self.eps = method, norm, float(eps)
         self.steps, self.step_size, self.random_start = int(steps), float(step_size), bool(random_start)
         self.mix_clean, self.seed, self.val_attack = float(mix_clean), int(seed), bool(val_attack)
+        self.eps_warmup_epochs = float(eps_warmup_epochs)
         self._train_generator = torch.Generator().manual_seed(self.seed)
         self._eval_generator = torch.Generator().manual_seed(self.seed + _VAL_SEED_OFFSET)
 
     # -- crafting ---------------------------------------------------------------
-    def attack(self, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+    def eps_scale(self) -> float:
+        """Training eps as a fraction of ``eps``: a linear ramp from 0 over the first
+        ``eps_warmup_epochs`` epochs (per batch), then 1. Small nets trained at the full
+        MNIST eps 0.3 from the first step can collapse to a constant prediction; the ramp
+        lets them learn the clean task first. Validation always uses the full eps."""
+        if self.eps_warmup_epochs <= 0 or self._trainer is None:
+            return 1.0
+        per_epoch = max(int(self.trainer.num_training_batches), 1)
+        return min(1.0, (self.trainer.global_step + 1) / (self.eps_warmup_epochs * per_epoch))
+
+    def attack(self, x: Tensor, y: Tensor, generator: torch.Generator, scale: float = 1.0) -> Tensor:
         """Adversarial examples for ``(x, y)`` against the current weights, crafted in
-        eval mode (the mode is restored afterwards); detached, in [0, 1]."""
+        eval mode (the mode is restored afterwards); detached, in [0, 1]. ``scale``
+        multiplies eps and the step size (the warm-up)."""
         was_training = self.model.training
         self.model.eval()
         try:
@@ -117,10 +132,10 @@ class AdversarialClassifier(NaturalClassifier):
                 self.model,
                 x,
                 y,
-                self.eps,
+                self.eps * scale,
                 norm=self.norm,
                 steps=self.steps,
-                step_size=self.step_size,
+                step_size=self.step_size * scale,
                 random_start=self.random_start,
                 generator=generator,
             )
@@ -130,7 +145,7 @@ class AdversarialClassifier(NaturalClassifier):
 
     def training_batch(self, batch) -> tuple[Tensor, Tensor]:
         x, y = batch[0], batch[1]
-        return self.attack(x, y, self._train_generator), y
+        return self.attack(x, y, self._train_generator, self.eps_scale()), y
 
     # -- Lightning --------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -231,6 +246,7 @@ def fit_adversarial(
     random_start: bool = True,
     mix_clean: float = 0.0,
     val_attack: bool = True,
+    eps_warmup_epochs: float = 0.0,
     epochs: int,
     seed: int = 0,
     accelerator: str = "auto",
@@ -261,6 +277,7 @@ def fit_adversarial(
         mix_clean=mix_clean,
         seed=seed,
         val_attack=val_attack,
+        eps_warmup_epochs=eps_warmup_epochs,
         **optim,
     )
     recorder = _RobustRecorder()
