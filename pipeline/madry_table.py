@@ -111,6 +111,8 @@ def main(params: dict, args) -> dict:
     write_csv(paths.path(paths.MADRY_TABLE, preset=preset), frame)
 
     def key(r) -> str:
+        if r["method"] == "Natural":
+            return "clean"
         parts = [r["method"].lower().replace("+", "_plus"), r["source"].replace("'", "_prime")]
         if pd.notna(r["steps"]):
             parts[1:1] = [f"{r['steps']}x{r['restarts']}"]

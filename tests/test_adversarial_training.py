@@ -82,6 +82,27 @@ def test_trains_on_points_inside_the_eps_ball(small, method):
         assert (delta.abs().amax(dim=1) > 0.5 * eps).all()  # every point actually moved
 
 
+def test_eps_warmup_ramps_the_training_ball(small):
+    """With eps_warmup_epochs=2, batch k of n per epoch trains at eps * (k + 1) / (2 n), then at eps."""
+    eps = 0.2
+    recorder = _InputRecorder(_mlp())
+    dm = _dm(small)
+    fit_adversarial(recorder, dm, method="pgd", eps=eps, steps=3, step_size=0.1, epochs=3, lr=1e-3,
+                    val_attack=False, eps_warmup_epochs=2)
+    n = len(dm.train_dataloader())
+    assert len(recorder.seen) == 3 * n
+    loader = dm.train_dataloader()
+    loaders = [list(loader) for _ in range(3)]  # one loader reshuffles each epoch, as in the fit
+    for step, x_adv in enumerate(recorder.seen):
+        x = loaders[step // n][step % n][0]
+        bound = eps * min(1.0, (step + 1) / (2 * n))
+        linf = (x_adv - x).flatten(1).abs().amax(dim=1)
+        assert linf.max() <= bound + 1e-6
+        assert linf.min() > 0.5 * bound  # and it is used: the points move that far
+    with pytest.raises(ValueError, match="eps_warmup_epochs"):
+        AdversarialClassifier(_mlp(), lr=1e-3, eps_warmup_epochs=-1)
+
+
 def test_fgsm_rs_is_wong_et_al(small):
     """One step of alpha = 1.25 eps from a uniform start in the eps-ball, projected."""
     eps = 0.1
