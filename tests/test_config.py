@@ -18,11 +18,17 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
-@pytest.mark.parametrize("name", ["mnist5k", "mnist", "cifar10", "smoke"])
+@pytest.mark.parametrize("name", ["mnist5k", "mnist", "mnist_cpu", "cifar10", "smoke"])
 def test_every_preset_is_valid(params, name):
     merged = deep_merge(params, read_yaml(preset_path(name)))
     validate(merged, name)
     assert merged["preset"] == name
+
+
+def test_cifar10_subset_overlay_is_valid(params):
+    merged = deep_merge(deep_merge(params, read_yaml(ROOT / "presets" / "cifar10.yaml")),
+                        read_yaml(ROOT / "presets" / "overlays" / "cifar10_subset_cpu.yaml"))
+    assert validate(merged)["data"]["dataset"] == "npz"
 
 
 def test_mnist5k_preset_names_every_key():
