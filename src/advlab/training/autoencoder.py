@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,10 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import CSVLogger
 from torch import Tensor, nn
 
 from .datamodule import _loader
-from .fit import _quiet_and_restored
+from .fit import _quiet_and_restored, make_trainer
 
 __all__ = ["AUTOENCODER_HISTORY_COLUMNS", "RECON_LOSSES", "PretrainResult", "SparseAutoencoder",
            "pretrain_autoencoder"]
@@ -252,27 +250,9 @@ def pretrain_autoencoder(
         stack.enter_context(_quiet_and_restored())
         pl.seed_everything(seed, workers=True, verbose=False)
         module = SparseAutoencoder(model, lr=lr, sparsity=sparsity, beta=beta, weight_decay=weight_decay, loss=loss)
-        if log_dir is None:
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="advlab-ae-"))
-            logger: CSVLogger | bool = False
-        else:
-            root = str(log_dir)
-            logger = CSVLogger(save_dir=root, name="", version="")
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            accelerator=accelerator,
-            devices=1,
-            deterministic=deterministic,
-            logger=logger,
-            callbacks=[recorder],
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=enable_progress_bar,
-            limit_val_batches=0,
-            num_sanity_val_steps=0,
-            log_every_n_steps=1,
-            default_root_dir=root,
-        )
+        trainer = make_trainer(stack, epochs=epochs, accelerator=accelerator, deterministic=deterministic,
+                               callbacks=[recorder], log_dir=log_dir, enable_progress_bar=enable_progress_bar,
+                               validate=False)
         loader = _loader((x_train,), batch_size, shuffle=True, seed=seed)
         # Lightning keeps each submodule's train/eval mode: make it train, then give the
         # model back in the mode it came in (ready for fit_classifier).

@@ -106,6 +106,45 @@ def _quiet_and_restored():
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+def make_trainer(
+    stack: contextlib.ExitStack,
+    *,
+    epochs: int,
+    accelerator: str,
+    deterministic: bool,
+    callbacks: list[pl.Callback],
+    log_dir: str | Path | None,
+    enable_progress_bar: bool = False,
+    validate: bool = True,
+    precision: str | int = "32-true",
+) -> pl.Trainer:
+    """The one Trainer set-up of advlab's fits: one device, no checkpoints or model summary,
+    no sanity validation; with ``log_dir``, Lightning's ``CSVLogger`` writes directly into it,
+    else a temporary root (closed with ``stack``) and no logger."""
+    if log_dir is None:
+        root = stack.enter_context(tempfile.TemporaryDirectory(prefix="advlab-fit-"))
+        logger: CSVLogger | bool = False
+    else:
+        root = str(log_dir)
+        logger = CSVLogger(save_dir=root, name="", version="")
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        deterministic=deterministic,
+        logger=logger,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=enable_progress_bar,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+        log_every_n_steps=1,
+        default_root_dir=root,
+    )
+
+
 def fit_module(
     module: NaturalClassifier,
     datamodule: pl.LightningDataModule,
@@ -133,28 +172,9 @@ def fit_module(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet_and_restored())
         pl.seed_everything(seed, workers=True, verbose=False)
-        if log_dir is None:
-            root = stack.enter_context(tempfile.TemporaryDirectory(prefix="advlab-fit-"))
-            logger: CSVLogger | bool = False
-        else:
-            root = str(log_dir)
-            logger = CSVLogger(save_dir=root, name="", version="")
-        trainer = pl.Trainer(
-            max_epochs=epochs,
-            accelerator=accelerator,
-            devices=1,
-            precision=precision,
-            deterministic=deterministic,
-            logger=logger,
-            callbacks=[recorder, *(callbacks or [])],
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=enable_progress_bar,
-            num_sanity_val_steps=0,
-            limit_val_batches=0 if no_val else None,
-            log_every_n_steps=1,
-            default_root_dir=root,
-        )
+        trainer = make_trainer(stack, epochs=epochs, accelerator=accelerator, deterministic=deterministic,
+                               callbacks=[recorder, *(callbacks or [])], log_dir=log_dir,
+                               enable_progress_bar=enable_progress_bar, validate=not no_val, precision=precision)
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=datamodule)
         seconds = time.perf_counter() - t0
