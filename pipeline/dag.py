@@ -24,7 +24,7 @@ CODE = {
                        "src/advlab/metrics/*.py"],
     "train_transfer": ["pipeline/train.py", "pipeline/train_transfer.py", "src/advlab/models/*.py",
                        "src/advlab/training/*.py"],
-    "transfer": ["pipeline/transfer.py", "src/advlab/attacks/*.py"],
+    "transfer": ["pipeline/transfer.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "units": ["pipeline/units.py", "src/advlab/analysis/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
 }

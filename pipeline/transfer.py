@@ -20,16 +20,12 @@ import pandas as pd
 import torch
 
 from advlab.attacks import lbfgs
+from advlab.metrics import rms_distortion as rms
 from advlab.models import load_checkpoint
 from pipeline import paths
 from pipeline.artifacts import device, load_prepared
 from pipeline.io import read_json, write_csv, write_json
 from pipeline.stage import run_stage
-
-
-def rms(r: torch.Tensor) -> torch.Tensor:
-    """Szegedy's distortion: sqrt(mean of squared pixel differences), per point."""
-    return r.flatten(1).pow(2).mean(dim=1).sqrt()
 
 
 def error_rate(model, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -91,8 +87,11 @@ def main(params: dict, args) -> dict:
         out += [f(columns) for f in extra_rows]
         return pd.DataFrame(out)
 
-    gauss_rows = [lambda cols, s=s: row(f"gaussian stddev {s:g}", noise(s), y, float(rms(noise(s) - x).mean()), cols)
-                  for s in cfg["noise_std"]]
+    def gauss_row(std: float, cols: list[str]) -> dict:
+        noisy = noise(std)
+        return row(f"gaussian stddev {std:g}", noisy, y, float(rms(noisy - x).mean()), cols)
+
+    gauss_rows = [lambda cols, s=s: gauss_row(s, cols) for s in cfg["noise_std"]]
     cross_model = table(cfg["cross_model"], cfg["cross_model"], gauss_rows)
 
     src = cfg["cross_training"][0]
@@ -101,9 +100,8 @@ def main(params: dict, args) -> dict:
     amplified = (x[ok] + r * (cfg["amplify_rms"] / rms(r).clamp_min(1e-12)).view(-1, 1, 1, 1)).clamp(0, 1)
     amp_row = lambda cols: row(f"adversarial for {src}, amplified to RMS {cfg['amplify_rms']:g}",  # noqa: E731
                                amplified, y[ok], float(rms(amplified - x[ok]).mean()), cols)
-    std = cfg["amplify_rms"]
-    g_row = lambda cols: row(f"gaussian stddev {std:g}", noise(std), y, float(rms(noise(std) - x).mean()), cols)  # noqa: E731
-    cross_training = table([src], cfg["cross_training"], [amp_row, g_row])
+    cross_training = table([src], cfg["cross_training"],
+                           [amp_row, lambda cols: gauss_row(cfg["amplify_rms"], cols)])
 
     write_csv(paths.path(paths.TRANSFER_STATS, preset=preset), pd.DataFrame(stats))
     write_csv(paths.path(paths.TRANSFER_CROSS_MODEL, preset=preset), cross_model)

@@ -41,3 +41,14 @@ def test_length_mismatch_is_an_error():
 
 def test_rho_adv_is_mean_ratio():
     assert rho_adv([1.0, 2.0], [2.0, 2.0]) == pytest.approx(0.75)
+
+
+def test_rms_distortion_is_szegedys_rms_not_l2():
+    import torch
+
+    from advlab.metrics import rms_distortion
+
+    r = torch.zeros(2, 1, 28, 28)
+    r[0] = 0.1  # every pixel moved by 0.1: RMS 0.1, L2 2.8
+    r[1, 0, 0, 0] = 28.0  # one pixel: RMS 28 / sqrt(784) = 1
+    torch.testing.assert_close(rms_distortion(r), torch.tensor([0.1, 1.0]))
