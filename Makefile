@@ -32,8 +32,11 @@ test-all: $(STAMP)
 ui: $(STAMP)
 	mlflow ui --backend-store-uri "$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" --host 127.0.0.1 --port 5000
 
+# Ours vs torchattacks / foolbox on the same model and points; each prints a table and writes
+# bench/out/<name>.json. One process at a time: timings on 2 cores are meaningless in parallel.
+BENCHES := deepfool jsma cw onepixel
 bench: $(STAMP)
-	$(PY) -m bench.deepfool
+	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b; done
 
 dvc-yaml: $(STAMP)
 	$(PY) -m pipeline.dvcgen

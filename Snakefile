@@ -17,6 +17,7 @@ include: "pipeline/rules/train.smk"
 include: "pipeline/rules/attacks.smk"
 include: "pipeline/rules/evaluate.smk"
 include: "pipeline/rules/studies.smk"
+include: "pipeline/rules/attack_studies.smk"
 include: "pipeline/rules/report.smk"
 
 

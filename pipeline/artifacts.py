@@ -62,3 +62,15 @@ def load_prepared(preset: str) -> Prepared:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_frozen(path, dev: torch.device | None = None) -> torch.nn.Module:
+    """A checkpoint as an attack target: on `dev`, in eval mode, parameters without gradients
+    (attacks differentiate with respect to the input only)."""
+    from advlab.models import load_checkpoint
+
+    model, _ = load_checkpoint(path)
+    model = model.to(dev or device()).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,6 +1,7 @@
 """Stage attack: run one configured attack on the first eval.n_points test images of one model."""
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 
@@ -15,11 +16,25 @@ from pipeline.io import save_tensors, write_csv, write_json
 from pipeline.stage import run_stage
 
 
+# Keys of an `attacks.<name>` entry that steer the stage rather than the attack function.
+STAGE_KEYS = ("type", "n_points", "targets")
+
+
 def attack_kwargs(cfg: dict, seed: int) -> dict:
-    kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    if cfg["type"] == "pgd":
+    """The attack function's keyword arguments from its params entry; attacks that draw random
+    numbers get a generator seeded from the global seed, so reruns give the same points."""
+    kwargs = {k: v for k, v in cfg.items() if k not in STAGE_KEYS}
+    if "generator" in inspect.signature(ATTACKS[cfg["type"]]).parameters:
         kwargs["generator"] = torch.Generator().manual_seed(seed)
     return kwargs
+
+
+def random_targets(y: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """A uniformly drawn wrong class per point, from its own seeded stream (so the same points
+    get the same targets on every model, and the attack's own randomness is untouched)."""
+    g = torch.Generator().manual_seed(seed + 7919)
+    shift = torch.randint(1, num_classes, (len(y),), generator=g)
+    return (y + shift) % num_classes
 
 
 def main(params: dict, args) -> dict:
@@ -32,8 +47,10 @@ def main(params: dict, args) -> dict:
     model = model.to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    n = min(evalcfg["n_points"], len(data.x_test))
+    n = min(cfg.get("n_points", evalcfg["n_points"]), len(data.x_test))
     x_all, y_all = data.x_test[:n], data.y_test[:n]
+    targeted = cfg.get("targets", "none") == "random"
+    t_all = random_targets(y_all, data.num_classes, params["seed"]) if targeted else None
     mean_image = data.x_train.mean(dim=0, keepdim=True).to(dev)  # for the paper's rho convention
     attack = ATTACKS[cfg["type"]]
     kwargs = attack_kwargs(cfg, params["seed"])
@@ -46,6 +63,8 @@ def main(params: dict, args) -> dict:
         with torch.no_grad():
             clean_pred = model(x).argmax(1)
         began = time.perf_counter()
+        if targeted:
+            kwargs["target"] = t_all[start:start + evalcfg["batch_size"]].to(dev)
         result = attack(model, x, y, **kwargs)
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -58,6 +77,7 @@ def main(params: dict, args) -> dict:
             "table": pd.DataFrame({
                 "index": torch.arange(start, start + len(x)).numpy(),
                 "label": y.cpu().numpy(),
+                "target": (kwargs["target"].cpu().numpy() if targeted else -1),
                 "clean_pred": clean_pred.cpu().numpy(),
                 "adv_pred": adv_pred.cpu().numpy(),
                 "success": result.success.cpu().numpy(),

@@ -70,6 +70,10 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
     return params
 
 
+# Lists of models (natural or defended) that a study attacks: each must be trained by some stage.
+TRAINED_LISTS = ("kurakin.models", "cw_study.models", "onepixel_study.models", "jsma_study.models")
+
+
 def _cross_checks(params: dict) -> list[str]:
     """Rules that span keys, which JSON schema states poorly."""
     problems = []
@@ -119,6 +123,11 @@ def _cross_checks(params: dict) -> list[str]:
             problems.append(f"transfer.models[{i}].pretrain_epochs: only the ae400_10 architecture is pretrained")
     if params["units"]["model"] not in naturals:
         problems.append(f"units.model: {params['units']['model']!r} is not among `models` ({', '.join(params['models'])})")
+    for key in TRAINED_LISTS:
+        section, _, field = key.partition(".")
+        for i, name in enumerate(params[section][field]):
+            if name not in trained:
+                problems.append(f"{key}[{i}]: no stage trains {name!r} (trained: {', '.join(sorted(trained))})")
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")

@@ -26,6 +26,15 @@ CODE = {
                        "src/advlab/training/*.py"],
     "transfer": ["pipeline/transfer.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "units": ["pipeline/units.py", "src/advlab/analysis/*.py"],
+    "kurakin": ["pipeline/kurakin.py", "src/advlab/attacks/*.py"],
+    "train_thermometer": ["pipeline/train.py", "pipeline/train_thermometer.py", "src/advlab/models/*.py",
+                          "src/advlab/training/*.py", "src/advlab/defenses/*.py"],
+    "substitute": ["pipeline/substitute.py", "src/advlab/attacks/*.py", "src/advlab/training/*.py",
+                   "src/advlab/models/*.py"],
+    "cw_study": ["pipeline/cw_study.py", "src/advlab/attacks/*.py", "src/advlab/attacks/cw/*.py"],
+    "onepixel_study": ["pipeline/onepixel_study.py", "src/advlab/attacks/*.py"],
+    "jsma_study": ["pipeline/jsma_study.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
+    "obfuscated": ["pipeline/obfuscated.py", "src/advlab/attacks/*.py", "src/advlab/defenses/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
 }
 
@@ -41,8 +50,15 @@ PARAMS = {
     "train_transfer": ["seed", "transfer.train", "transfer.models"],
     "transfer": ["seed", "transfer"],
     "units": ["seed", "units"],
+    "kurakin": ["seed", "kurakin"],
+    "train_thermometer": ["seed", "train", "obfuscated.thermometer"],
+    "obfuscated": ["seed", "obfuscated"],
+    "substitute": ["seed", "substitute"],
+    "cw_study": ["seed", "cw_study"],
+    "onepixel_study": ["seed", "onepixel_study"],
+    "jsma_study": ["seed", "jsma_study"],
     "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",
-               "transfer", "units"],
+               "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study"],
 }
 
 

@@ -54,6 +54,35 @@ TRANSFER_METRICS = "metrics/{preset}/transfer.json"
 UNITS_TOP = "results/{preset}/units/top.csv"
 UNITS_METRICS = "metrics/{preset}/units.json"
 
+# Attack suite (issue 4). Kurakin et al.: fast / basic iterative / least-likely class across eps.
+KURAKIN_TABLE = "results/{preset}/kurakin/{model}.csv"
+KURAKIN_METRICS = "metrics/{preset}/kurakin/{model}.json"
+
+# Athalye et al.: the obfuscated-gradient defenses, naive vs adaptive attacks.
+THERMO_MODEL = "results/{preset}/obfuscated/thermometer.pt"
+THERMO_METRICS = "results/{preset}/obfuscated/thermometer.json"
+THERMO_HISTORY = "results/{preset}/obfuscated/thermometer.history.csv"
+OBFUSCATED_TABLE = "results/{preset}/obfuscated/table.csv"
+OBFUSCATED_METRICS = "metrics/{preset}/obfuscated.json"
+
+# Papernot et al. 2017: the black-box substitute and the transfer of its adversarial examples.
+SUBSTITUTE_ROUNDS = "results/{preset}/substitute/rounds.csv"
+SUBSTITUTE_SWEEP = "results/{preset}/substitute/fgsm_sweep.csv"
+SUBSTITUTE_METRICS = "metrics/{preset}/substitute.json"
+
+# Carlini & Wagner 2017: the 10 x 10 grids and Table IV, per model.
+CW_GRIDS = "results/{preset}/cw_study/{model}/grids.pt"
+CW_TABLE = "results/{preset}/cw_study/{model}/targets.csv"
+CW_METRICS = "metrics/{preset}/cw_study/{model}.json"
+
+# Su et al. 2019: the one-pixel attack's success table, per model.
+ONEPIXEL_TABLE = "results/{preset}/onepixel_study/{model}.csv"
+ONEPIXEL_METRICS = "metrics/{preset}/onepixel_study/{model}.json"
+
+# Papernot et al. 2016: JSMA success, hardness and adversarial distance, per model.
+JSMA_TABLE = "results/{preset}/jsma_study/{model}.csv"
+JSMA_METRICS = "metrics/{preset}/jsma_study/{model}.json"
+
 REPORT = "reports/report.md"
 FIGURES = "reports/figures"
 

@@ -69,7 +69,7 @@ def test_schema_model_names_match_registry():
         (lambda p: p["attacks"]["deepfool"].__setitem__("overshoot", -1), "attacks.deepfool.overshoot"),
         (lambda p: p["train"].__setitem__("epochs", "ten"), "train.epochs: 'ten' is not of type 'integer'"),
         (lambda p: p["models"].append("resnet9000"), "models[2]: 'resnet9000' is not allowed"),
-        (lambda p: p["eval"]["attacks"].append("cw_l2"), "eval.attacks[4]: unknown attack 'cw_l2'"),
+        (lambda p: p["eval"]["attacks"].append("no_such_attack"), "eval.attacks[6]: unknown attack 'no_such_attack'"),
         (lambda p: p["attacks"]["fgsm"].__setitem__("type", "fgsn"), "attacks.fgsm.type: 'fgsn' is not allowed"),
         (lambda p: p["data"].__setitem__("dataset", "imagenet"), "data.dataset: 'imagenet' is not allowed"),
         (lambda p: p["data"].__setitem__("n_train", 4900), "exceeds the 5000 images of mnist5k"),
@@ -112,8 +112,9 @@ def test_unknown_preset_lists_the_known_ones():
     [
         (("  eps: 0.1\n", "  eps: -0.5\n"), "attacks.fgsm.eps"),
         (("  epochs: 15\n", "  epochs: 15\n  epohcs: 3\n"), "train.epohcs"),
-        (("attacks: [fgsm, pgd, deepfool, deepfool_linf]", "attacks: [fgsm, pgd, deepfool, carlini]"), "carlini"),
-        (("models: [lenet, fc500_150]", "models: [lenet, vgg16]"), "vgg16"),
+        (("attacks: [fgsm, pgd, deepfool, deepfool_linf, bim, illc]", "attacks: [fgsm, pgd, deepfool, carlini]"),
+         "carlini"),
+        (("models: [lenet, fc500_150]", "models: [lenet, resnet9000]"), "resnet9000"),
     ],
 )
 def test_malformed_params_stop_snakemake_fast_and_write_nothing(tmp_path, edit, expected):

@@ -3,7 +3,8 @@ artifacts it needs exist and None otherwise, so a later study adds a section (a 
 SECTIONS) without touching the others."""
 from __future__ import annotations
 
-from pipeline.report_sections import (deepfool_table, defenses, figures, madry_table, overview, robustness, training,
-                                      transfer, units)
+from pipeline.report_sections import (cw, deepfool_table, defenses, figures, jsma, kurakin, madry_table, obfuscated,
+                                      onepixel, overview, robustness, substitute, training, transfer, units)
 
-SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, figures]
+SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, kurakin, jsma, cw,
+            onepixel, substitute, obfuscated, figures]

@@ -50,7 +50,7 @@ def render(ctx) -> str | None:
         "distilled model, so its robust accuracy above is gradient masking, not robustness: DeepFool, which "
         "works on the logits, still succeeds on it. "
         f"Carlini & Wagner's attack on logits reaches {d['cw_success_distilled']:.0%} on it "
-        "(\"distillation does not survive C&W\"): the C&W row appears here once the C&W stage exists.",
+        "(\"distillation does not survive C&W\"): see the Carlini–Wagner and JSMA sections for ours.",
         f"- **Madry PGD training** (eps {p['defenses']['madry']['eps']}, {p['defenses']['madry']['steps']} × "
         f"{p['defenses']['madry']['step_size']}): Madry's MNIST model keeps {m['clean']:.2%} clean, "
         f"{m['fgsm']:.2%} under FGSM and {m['pgd100']:.2%} under 100-step PGD at eps 0.3 (a larger CNN, "

@@ -13,6 +13,13 @@ rule report:
         transfer=expand([P.TRANSFER_STATS, P.TRANSFER_CROSS_MODEL, P.TRANSFER_CROSS_TRAINING, P.TRANSFER_METRICS],
                         preset=PRESET),
         units=expand([P.UNITS_TOP, P.UNITS_METRICS], preset=PRESET),
+        kurakin=expand([P.KURAKIN_TABLE, P.KURAKIN_METRICS], preset=PRESET, model=KURAKIN_MODELS),
+        obfuscated=expand([P.OBFUSCATED_TABLE, P.OBFUSCATED_METRICS, P.THERMO_METRICS], preset=PRESET),
+        substitute=expand([P.SUBSTITUTE_ROUNDS, P.SUBSTITUTE_SWEEP, P.SUBSTITUTE_METRICS], preset=PRESET),
+        cw=expand([P.CW_GRIDS, P.CW_TABLE, P.CW_METRICS], preset=PRESET, model=config["cw_study"]["models"]),
+        jsma=expand([P.JSMA_TABLE, P.JSMA_METRICS], preset=PRESET, model=config["jsma_study"]["models"]),
+        onepixel=expand([P.ONEPIXEL_TABLE, P.ONEPIXEL_METRICS], preset=PRESET,
+                        model=config["onepixel_study"]["models"]),
     output:
         report=report(P.REPORT, caption="../captions/report.rst", category="Report"),
         figures=report(

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from advlab.attacks import ATTACKS, AttackResult, deepfool, fgsm, lbfgs, pgd
+from advlab.attacks import (ATTACKS, AttackResult, bim, cw_l0, cw_l2, cw_linf, deepfool, fgsm, illc, jsma, lbfgs,
+                            one_pixel, pgd)
 
 # attack name -> (kwargs, batch result equals one-by-one result)
 CASES = {
@@ -13,6 +14,8 @@ CASES = {
     "pgd-cw-restarts": dict(eps=0.1, steps=3, step_size=0.03, loss="cw", kappa=5.0, restarts=2),
     "deepfool-l2": dict(norm="l2", max_iter=10),
     "deepfool-linf": dict(norm="linf", max_iter=10),
+    "bim": dict(eps=0.1, steps=5),
+    "illc": dict(eps=0.1, steps=5),
 }
 
 
@@ -26,7 +29,8 @@ def run(name, model, x, y, **override):
 
 
 def test_registry():
-    assert ATTACKS == {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool, "lbfgs": lbfgs}
+    assert ATTACKS == {"fgsm": fgsm, "pgd": pgd, "deepfool": deepfool, "lbfgs": lbfgs, "bim": bim, "illc": illc,
+                       "jsma": jsma, "cw_l2": cw_l2, "cw_l0": cw_l0, "cw_linf": cw_linf, "one_pixel": one_pixel}
 
 
 @pytest.mark.parametrize("name", list(CASES))

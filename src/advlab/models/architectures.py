@@ -234,3 +234,63 @@ def nin(
     ])
     _flat_features(net, in_channels, size)
     return net
+
+
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_HIDDEN = 2048  # the one-pixel paper's VGG16 classifier width (two FC layers; recalled, verify)
+
+
+def vgg16(
+    in_channels: int,
+    size: tuple[int, int],
+    num_classes: int,
+    *,
+    width: float = 0.25,
+    batch_norm: bool = True,
+    dropout: float = 0.5,
+):
+    """VGG-16 for small images (Simonyan & Zisserman 2015, configuration D), the third
+    CIFAR-10 net of the one-pixel paper (Su et al. 2019).
+
+    Thirteen 3x3 convolutions (padding 1) in five blocks of widths (64, 64 | 128, 128 |
+    256 x3 | 512 x3 | 512 x3), each block followed by 2x2 max pooling, then
+    ``fc1 -> ReLU -> dropout -> fc2 -> ReLU -> dropout -> fc3``. The paper's widths are
+    those (``width=1``) with 2048-unit FC layers; ``width`` scales every conv and FC
+    width (rounded, at least 1), and the default 1/4 (16 ... 128 channels, 512-unit FC
+    layers, about 1/16 of the multiply-adds) trains on a CPU in minutes.
+
+    The poolings use ``ceil_mode`` so that 28x28 inputs (28, 14, 7, 4, 2, 1) reach a
+    1x1 map like 32x32 ones do, and an adaptive average pooling to 1x1 before the
+    classifier keeps its input at the last block's width for any input size.
+    ``batch_norm`` (default on) puts a BatchNorm after every convolution: without it a
+    13-layer plain stack barely trains from scratch in a few epochs.
+    """
+    if not (width > 0):
+        raise ValueError(f"vgg16 width must be > 0, got {width}")
+
+    def scaled(c: int) -> int:
+        return max(1, int(round(c * width)))
+
+    layers: list[tuple[str, nn.Module]] = []
+    cin = in_channels
+    for b, block in enumerate(VGG16_BLOCKS, start=1):
+        for i, c in enumerate(block, start=1):
+            cout = scaled(c)
+            layers.append((f"conv{b}_{i}", nn.Conv2d(cin, cout, 3, padding=1)))
+            if batch_norm:
+                layers.append((f"conv{b}_{i}_bn", nn.BatchNorm2d(cout)))
+            layers.append((f"conv{b}_{i}_relu", nn.ReLU()))
+            cin = cout
+        layers.append((f"pool{b}", nn.MaxPool2d(2, ceil_mode=True)))
+    layers += [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten())]
+    hidden = scaled(VGG16_HIDDEN)
+    layers += [
+        ("fc1", nn.Linear(cin, hidden)), ("relu_fc1", nn.ReLU()), ("drop1", nn.Dropout(dropout)),
+        ("fc2", nn.Linear(hidden, hidden)), ("relu_fc2", nn.ReLU()), ("drop2", nn.Dropout(dropout)),
+        ("fc3", nn.Linear(hidden, num_classes)),
+    ]
+    net = _seq(layers)
+    # fail early on unusable inputs; in eval mode, so that the probe leaves the
+    # BatchNorm running statistics at their initial values
+    _flat_features(net.eval(), in_channels, size)
+    return net.train()

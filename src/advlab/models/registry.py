@@ -29,6 +29,7 @@ _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "cw_cnn": A.cw_cnn,
     "allconv": A.allconv,
     "nin": A.nin,
+    "vgg16": A.vgg16,
     **{name: functools.partial(fn, **fixed) for name, (fn, fixed) in _ALIASES.items()},
 }
 

@@ -1,5 +1,5 @@
 """Lightning training: data modules, the natural, distilled and adversarial
-classifiers, sparse-autoencoder pretraining, seeded fits."""
+classifiers, sparse-autoencoder pretraining, seeded fits, the black-box substitute."""
 
 from .adversarial import METHODS as ADVERSARIAL_METHODS
 from .adversarial import AdversarialClassifier, AdversarialTrainResult, fit_adversarial
@@ -9,6 +9,7 @@ from .datamodule import ArrayDataModule
 from .distillation import DistilledClassifier, TemperatureScaled, fit_distillation, soft_labels
 from .finetune import fine_tune
 from .fit import HISTORY_COLUMNS, TrainResult, fit_classifier, fit_module
+from .substitute import SUBSTITUTE_HISTORY_COLUMNS, SubstituteResult, train_substitute
 
 __all__ = [
     "ADVERSARIAL_METHODS",
@@ -16,6 +17,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "LR_SCHEDULES",
     "OPTIMIZERS",
+    "SUBSTITUTE_HISTORY_COLUMNS",
     "AdversarialClassifier",
     "AdversarialTrainResult",
     "ArrayDataModule",
@@ -23,6 +25,7 @@ __all__ = [
     "NaturalClassifier",
     "PretrainResult",
     "SparseAutoencoder",
+    "SubstituteResult",
     "TemperatureScaled",
     "TrainResult",
     "fit_adversarial",
@@ -32,4 +35,5 @@ __all__ = [
     "fit_module",
     "pretrain_autoencoder",
     "soft_labels",
+    "train_substitute",
 ]
