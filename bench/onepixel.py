@@ -1,5 +1,5 @@
 """One-pixel attack (untargeted, differential evolution) against torchattacks' OnePixel on
-the same CIFAR-10 AllConv and the same points.
+the same CIFAR-10 net (AllConv, or LeNet with ``--arch lenet``) and the same points.
 
     python -m bench.onepixel                      # 100 points, 400 candidates x 100 generations
     python -m bench.onepixel --points 3 --iters 2 # a smoke run
@@ -49,12 +49,13 @@ NPZ = Path("/work/shared/data/cifar10-subset.npz")
 # ------------------------------------------------------------------ model and points
 
 
-def _train_allconv(x, y, widths, epochs: int, seed: int, device: str):
+def _train_allconv(x, y, widths, epochs: int, seed: int, device: str, arch: str = "allconv"):
     from advlab.models import build_model
 
-    model = build_model("allconv", in_channels=3, image_size=32, num_classes=10,
+    options = {"widths": list(widths), "batch_norm": True} if arch == "allconv" else {}
+    model = build_model(arch, in_channels=3, image_size=32, num_classes=10,
                         mean=x.mean(dim=(0, 2, 3)).tolist(), std=x.std(dim=(0, 2, 3)).tolist(),
-                        widths=list(widths), batch_norm=True, init_seed=seed).to(device)  # fmt: skip
+                        init_seed=seed, **options).to(device)  # fmt: skip
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
     model.train()
@@ -80,10 +81,10 @@ def model_and_test_set(args):
     from advlab.models import load_checkpoint, save_checkpoint
 
     ds = load_dataset("npz", npz_path=args.npz)
-    found = sorted(glob.glob(str(ROOT / "models" / "cifar10*" / "allconv.pt")))
-    cache = OUT / "onepixel_allconv.pt"
-    want = {"widths": list(args.widths), "batch_norm": True, "epochs": args.epochs, "seed": args.seed,
-            "npz": str(args.npz)}  # fmt: skip
+    found = sorted(glob.glob(str(ROOT / "models" / "cifar10*" / f"{args.arch}.pt")))
+    cache = OUT / f"onepixel_{args.arch}.pt"
+    want = {"arch": args.arch, "widths": list(args.widths), "batch_norm": True, "epochs": args.epochs,
+            "seed": args.seed, "npz": str(args.npz)}  # fmt: skip
     if found and not args.retrain:
         path = Path(found[0])
         model, _ = load_checkpoint(path)
@@ -93,9 +94,9 @@ def model_and_test_set(args):
         model, _ = load_checkpoint(cache)
         print(f"model: {cache.relative_to(ROOT)} (cached)")
     else:
-        print(f"model: training AllConv {args.widths} for {args.epochs} epochs on {len(ds.x_train)} images")
+        print(f"model: training {args.arch} for {args.epochs} epochs on {len(ds.x_train)} images")
         began = time.perf_counter()
-        model = _train_allconv(ds.x_train, ds.y_train, args.widths, args.epochs, args.seed, "cpu")
+        model = _train_allconv(ds.x_train, ds.y_train, args.widths, args.epochs, args.seed, "cpu", args.arch)
         print(f"  trained in {time.perf_counter() - began:.0f} s")
         OUT.mkdir(parents=True, exist_ok=True)
         path = save_checkpoint(cache, model.cpu(), {"settings": want})
@@ -212,6 +213,8 @@ def main(argv=None) -> int:
     parser.add_argument("--inf-batch", type=int, default=128, help="torchattacks forward chunk (its default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    parser.add_argument("--arch", default="allconv", choices=["allconv", "lenet"],
+                        help="the CIFAR-10 net attacked: AllConv (the paper's) or the DeepFool paper's LeNet")
     parser.add_argument("--widths", type=int, nargs=2, default=[16, 32], help="AllConv widths if training here")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--retrain", action="store_true", help="ignore models/cifar10*/allconv.pt and the cache")
@@ -273,8 +276,9 @@ def main(argv=None) -> int:
     result = {"points": n, "test_accuracy": acc, "model": model_name, "popsize": args.popsize,
               "iters": args.iters, "pixels": args.pixels, "device": args.device,
               "threads": torch.get_num_threads(), "rows": rows}  # fmt: skip
-    (OUT / "onepixel.json").write_text(json.dumps(result, indent=2))
-    print(f"written: {(OUT / 'onepixel.json').relative_to(ROOT)}")
+    name = "onepixel.json" if args.arch == "allconv" else f"onepixel_{args.arch}.json"
+    (OUT / name).write_text(json.dumps(result, indent=2))
+    print(f"written: {(OUT / name).relative_to(ROOT)}")
     return 0
 
 

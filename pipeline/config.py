@@ -128,6 +128,9 @@ def _cross_checks(params: dict) -> list[str]:
         for i, name in enumerate(params[section][field]):
             if name not in trained:
                 problems.append(f"{key}[{i}]: no stage trains {name!r} (trained: {', '.join(sorted(trained))})")
+    for i, name in enumerate(params["cw_study"]["grid"]):
+        if name not in params["cw_study"]["models"]:
+            problems.append(f"cw_study.grid[{i}]: {name!r} is not in cw_study.models")
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")

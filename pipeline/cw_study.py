@@ -4,7 +4,7 @@
 
 For each of L2, L0 and Linf (settings under `cw_study.<norm>`):
 
-- the grid (with `cw_study.grid`): the first correctly classified test image of every class,
+- the grid (for the models listed in `cw_study.grid`): the first correctly classified test image of every class,
   driven to each of the other classes (the paper's Figure: source digit per row, target per
   column, the diagonal the original image);
 - Table IV: the first `cw_study.n_points` correctly classified test images, each attacked
@@ -93,7 +93,7 @@ def main(params: dict, args) -> dict:
         kw = dict(cfg[norm])
         began = time.perf_counter()
         n_grid = 0
-        if cfg["grid"]:
+        if name in cfg["grid"]:
             g = attack(model, gx, gy, target=gt, **kw)
             n_grid = len(gx)
             grid = x_test[grid_idx].unsqueeze(1).repeat(1, c, 1, 1, 1)  # [source, target, C, H, W]

@@ -76,7 +76,7 @@ def render(ctx) -> str | None:
     ]
     for model in found:
         gp = ctx.path(paths.CW_GRIDS, model=model)
-        if gp.exists() and cfg["grid"]:
+        if gp.exists() and model in cfg["grid"]:
             lines += ["", _grid_figure(ctx, model, load_tensors(gp))]
     distilled = [m for m in found if m.endswith("-distilled")]
     for model in distilled:
