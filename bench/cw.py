@@ -43,15 +43,21 @@ def _prepare(points: int, path: Path) -> int:
         correct = predict(model, x_test, batch_size=1000) == y_test
     idx = torch.nonzero(correct).flatten()[:points]
     x, y = x_test[idx].contiguous(), y_test[idx].contiguous()
-    torch.save({"model": model, "x": x, "y": y}, path)
+    from advlab.models import save_checkpoint
+
+    save_checkpoint(path.with_suffix(".model.pt"), model)
+    torch.save({"x": x, "y": y}, path)
     return len(x)
 
 
 def _worker(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    blob = torch.load(args.data, weights_only=False)
-    model, x, y = blob["model"].eval(), blob["x"], blob["y"]
+    from advlab.models import load_checkpoint
+
+    blob = torch.load(args.data, weights_only=True)
+    model, _ = load_checkpoint(Path(args.data).with_suffix(".model.pt"))
+    x, y = blob["x"], blob["y"]
     for p in model.parameters():
         p.requires_grad_(False)
     n = len(x) if args.job.startswith(("advlab-l2", "foolbox")) else min(len(x), args.extra_points)
