@@ -28,6 +28,8 @@ import torch
 
 from advlab.attacks.cw import cw_l0, cw_l2, cw_linf
 from advlab.attacks.jsma import all_targets
+from advlab.metrics import target_cases
+from advlab.models import predict
 from pipeline import paths
 from pipeline.artifacts import device, load_frozen, load_prepared
 from pipeline.io import save_tensors, write_csv, write_json
@@ -55,22 +57,6 @@ def first_of_each_class(y: torch.Tensor, correct: torch.Tensor, num_classes: int
     return out
 
 
-def table4(dist: np.ndarray, success: np.ndarray) -> dict:
-    """dist, success: [images, targets]. Best / average / worst case over targets per image."""
-    out = {}
-    any_ok, all_ok = success.any(1), success.all(1)
-    masked = np.where(success, dist, np.nan)
-    with np.errstate(all="ignore"):
-        best = np.nanmin(masked, axis=1)
-        avg = np.nanmean(masked, axis=1)
-    out["best"] = {"mean": float(np.mean(best[any_ok])) if any_ok.any() else None, "success": float(any_ok.mean())}
-    out["average"] = {"mean": float(np.mean(avg[any_ok])) if any_ok.any() else None,
-                      "success": float(success.mean())}
-    worst = dist.max(axis=1)
-    out["worst"] = {"mean": float(np.mean(worst[all_ok])) if all_ok.any() else None, "success": float(all_ok.mean())}
-    return out
-
-
 def main(params: dict, args) -> dict:
     preset, cfg, name = params["preset"], params["cw_study"], args.model
     dev = device()
@@ -78,8 +64,7 @@ def main(params: dict, args) -> dict:
     model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
     c = data.num_classes
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-    with torch.no_grad():
-        correct = torch.cat([model(x_test[s:s + 1000]).argmax(1) for s in range(0, len(x_test), 1000)]) == y_test
+    correct = predict(model, x_test).to(dev) == y_test
     grid_idx = first_of_each_class(y_test, correct, c)
     table_idx = correct.nonzero().flatten()[:cfg["n_points"]]
     gi, gt = all_targets(y_test[grid_idx], c)
@@ -110,11 +95,11 @@ def main(params: dict, args) -> dict:
         u = attack(model, ux, uy, **kw)
         seconds_untargeted = time.perf_counter() - began
         ud = distance(norm, ux, u.x_adv)[u.success].cpu().numpy()
-        for i, (idx, target) in enumerate(zip(ti.tolist(), tt.tolist())):
-            rows.append({"norm": norm, "index": int(table_idx[idx]), "label": int(ty[i]), "target": target,
-                         "success": bool(ok.flat[i]), "distance": float(dist.flat[i]) if ok.flat[i] else np.nan})
+        rows.append(pd.DataFrame({"norm": norm, "index": table_idx[ti].cpu().numpy(), "label": ty.cpu().numpy(),
+                                  "target": tt.cpu().numpy(), "success": ok.reshape(-1),
+                                  "distance": np.where(ok.reshape(-1), dist.reshape(-1), np.nan)}))
         summary["norms"][norm] = {
-            "targeted": table4(dist, ok),
+            "targeted": target_cases(dist, ok),
             "untargeted": {"success": float(u.success.float().mean()),
                            "median": float(np.median(ud)) if len(ud) else None},
             "grid_success": float(g.success.float().mean()) if n_grid else None,
@@ -122,7 +107,7 @@ def main(params: dict, args) -> dict:
             "settings": kw,
         }
     save_tensors(paths.path(paths.CW_GRIDS, preset=preset, model=name), grids)
-    write_csv(paths.path(paths.CW_TABLE, preset=preset, model=name), pd.DataFrame(rows))
+    write_csv(paths.path(paths.CW_TABLE, preset=preset, model=name), pd.concat(rows, ignore_index=True))
     write_json(paths.path(paths.CW_METRICS, preset=preset, model=name), summary)
     metrics = {}
     for norm, s in summary["norms"].items():

@@ -22,7 +22,9 @@ import pandas as pd
 import torch
 
 from advlab.attacks.jsma import all_targets, jsma
-from advlab.metrics import adversarial_distance_matrix, hardness_matrix, robustness, success_matrix
+from advlab.metrics import (adversarial_distance_matrix, hardness_from_run, mean_by_source, robustness,
+                            success_matrix)
+from advlab.models import predict
 from pipeline import paths
 from pipeline.artifacts import device, load_frozen, load_prepared
 from pipeline.io import write_csv, write_json
@@ -40,8 +42,7 @@ def main(params: dict, args) -> dict:
     model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
     c = data.num_classes
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-    with torch.no_grad():
-        pred = torch.cat([model(x_test[s:s + 1000]).argmax(1) for s in range(0, len(x_test), 1000)])
+    pred = predict(model, x_test).to(dev)
     idx = (pred == y_test).nonzero().flatten()[:cfg["n_points"]]
     x, y = x_test[idx], y_test[idx]
     ai, at = all_targets(y, c)
@@ -61,34 +62,21 @@ def main(params: dict, args) -> dict:
         runs[label] = {"theta": run["theta"], "variant": run["variant"], "success": float(ok.float().mean()),
                        "pixels_changed": float(frac[ok].mean()) if bool(ok.any()) else None,
                        "ms_per_attack": 1000 * seconds / len(ax_)}
-        for i in range(len(ax_)):
-            rows.append({"run": label, "index": int(idx[ai[i]]), "source": int(ay[i]), "target": int(at[i]),
-                         "success": bool(ok[i]), "iterations": int(r.extra["iterations"][i]),
-                         "pixels_changed": float(frac[i])})
+        rows.append(pd.DataFrame({"run": label, "index": idx[ai].cpu().numpy(), "source": ay.cpu().numpy(),
+                                  "target": at.cpu().numpy(), "success": ok.cpu().numpy(),
+                                  "iterations": r.extra["iterations"].cpu().numpy(),
+                                  "pixels_changed": frac.cpu().numpy()}))
         if k == 0:
             first = (label, r)
     label, r = first
     ok, iters, frac = r.success.cpu(), r.extra["iterations"].cpu(), r.extra["pixels_changed_fraction"].cpu()
     succ = success_matrix(ay.cpu(), at.cpu(), ok, c)
     gammas = sorted(g for g in cfg["hardness_gammas"] if g <= cfg["gamma"])
-    taus, epss = [], []
-    for g in gammas:
-        within = ok & (iters <= math.floor(d * g / 2))
-        taus.append(success_matrix(ay.cpu(), at.cpu(), within, c))
-        changed = torch.zeros(c, c, dtype=torch.float64)
-        count = torch.zeros(c, c, dtype=torch.float64)
-        changed.index_put_((ay.cpu()[within], at.cpu()[within]), frac[within].double(), accumulate=True)
-        count.index_put_((ay.cpu()[within], at.cpu()[within]), torch.ones(int(within.sum()), dtype=torch.float64),
-                         accumulate=True)
-        epss.append(torch.where(count > 0, changed / count.clamp_min(1), torch.zeros_like(count)))
-    hard = hardness_matrix(gammas, torch.stack(taus), distortions=torch.stack(epss)) if len(gammas) >= 2 else None
+    hard = hardness_from_run(ay.cpu(), at.cpu(), ok, iters, frac, gammas, num_features=d, num_classes=c) \
+        if len(gammas) >= 2 else None
     a = adversarial_distance_matrix(model, x, y, variant=cfg["runs"][0]["variant"]).cpu()
-    a_pair = torch.full((c, c), math.nan, dtype=torch.float64)
-    for s in range(c):
-        sel = y.cpu() == s
-        if bool(sel.any()):
-            a_pair[s] = torch.nanmean(a[sel], dim=0)
-    write_csv(paths.path(paths.JSMA_TABLE, preset=preset, model=name), pd.DataFrame(rows))
+    a_pair = mean_by_source(a, y.cpu(), c)
+    write_csv(paths.path(paths.JSMA_TABLE, preset=preset, model=name), pd.concat(rows, ignore_index=True))
     summary = {"model": name, "n_points": len(x), "attacks_per_run": len(ax_), "gamma": cfg["gamma"], "runs": runs,
                "matrices_run": label, "success_matrix": _nan_to_none(succ),
                "hardness_gammas": gammas, "hardness": _nan_to_none(hard) if hard is not None else None,

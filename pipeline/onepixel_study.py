@@ -19,6 +19,7 @@ import torch
 
 from advlab.attacks.jsma import all_targets, random_targets
 from advlab.attacks.onepixel import one_pixel
+from advlab.models import predict
 from pipeline import paths
 from pipeline.artifacts import device, load_frozen, load_prepared
 from pipeline.io import write_csv, write_json
@@ -31,8 +32,7 @@ def main(params: dict, args) -> dict:
     data = load_prepared(preset)
     model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
-    with torch.no_grad():
-        pred = torch.cat([model(x_test[s:s + 1000]).argmax(1) for s in range(0, len(x_test), 1000)])
+    pred = predict(model, x_test).to(dev)
     origin_acc = float((pred == y_test).float().mean())
     idx = (pred == y_test).nonzero().flatten()[:cfg["n_points"]]
     x, y = x_test[idx], y_test[idx]

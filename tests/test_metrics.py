@@ -52,3 +52,48 @@ def test_rms_distortion_is_szegedys_rms_not_l2():
     r[0] = 0.1  # every pixel moved by 0.1: RMS 0.1, L2 2.8
     r[1, 0, 0, 0] = 28.0  # one pixel: RMS 28 / sqrt(784) = 1
     torch.testing.assert_close(rms_distortion(r), torch.tensor([0.1, 1.0]))
+
+
+def test_target_cases_best_average_worst():
+    from advlab.metrics import target_cases
+
+    dist = [[1.0, 3.0, 2.0], [4.0, 9.0, 6.0]]
+    ok = [[True, True, True], [True, False, True]]
+    out = target_cases(dist, ok)
+    assert out["best"] == {"mean": (1.0 + 4.0) / 2, "success": 1.0}
+    assert out["average"]["mean"] == (2.0 + 5.0) / 2 and abs(out["average"]["success"] - 5 / 6) < 1e-12
+    # the second image failed a target: its worst case does not exist (never a 9.0 or a 0)
+    assert out["worst"] == {"mean": 3.0, "success": 0.5}
+    none = target_cases([[1.0]], [[False]])
+    assert none["best"]["mean"] is None and none["worst"]["success"] == 0.0
+
+
+def test_hardness_from_run_equals_runs_with_each_budget():
+    import torch
+
+    from advlab.metrics import hardness_from_run, hardness_matrix, success_matrix
+
+    src = torch.tensor([0, 0, 1, 1])
+    tgt = torch.tensor([1, 1, 0, 0])
+    ok = torch.tensor([True, True, True, False])
+    iters = torch.tensor([1, 3, 2, 5])  # D = 10 features: budget g allows floor(10 g / 2) iterations
+    frac = iters.double() * 2 / 10
+    gammas = [0.2, 0.6]  # 1 and 3 iterations
+    h = hardness_from_run(src, tgt, ok, iters, frac, gammas, num_features=10, num_classes=2)
+    taus = torch.stack([success_matrix(src, tgt, ok & (iters <= 1), 2), success_matrix(src, tgt, ok & (iters <= 3), 2)])
+    eps = torch.tensor([[[0.0, 0.2], [0.0, 0.0]], [[0.0, 0.4], [0.4, 0.0]]], dtype=torch.float64)
+    torch.testing.assert_close(h, hardness_matrix(gammas, taus, distortions=eps), equal_nan=True)
+    assert abs(float(h[0, 1]) - (1.0 - 0.5) * (0.4 + 0.2) / 2) < 1e-12
+
+
+def test_mean_by_source_ignores_nan():
+    import math
+
+    import torch
+
+    from advlab.metrics import mean_by_source
+
+    a = torch.tensor([[math.nan, 0.2], [math.nan, 0.4], [0.6, math.nan]])
+    out = mean_by_source(a, torch.tensor([0, 0, 1]), 3)
+    assert abs(float(out[0, 1]) - 0.3) < 1e-6 and abs(float(out[1, 0]) - 0.6) < 1e-6
+    assert math.isnan(float(out[0, 0])) and torch.isnan(out[2]).all()

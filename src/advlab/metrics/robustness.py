@@ -57,3 +57,26 @@ def attack_summary(label, clean_pred, adv_pred, l2, linf, x_l2, x_linf=None, x_c
         "rho_adv_centered": (rho_adv(l2[fooled], _np(x_centered_l2).astype(np.float64)[fooled])
                              if x_centered_l2 is not None else float("nan")),
     }
+
+
+def target_cases(distance, success) -> dict:
+    """Carlini & Wagner's Table IV reduction. ``distance``, ``success``: [images, targets], each
+    image attacked towards every other class. Per image: best case = the smallest distance
+    among its successful targets, average case = the mean over them, worst case = the largest
+    distance, which exists only when every target succeeded. Returns, per case, the mean over
+    the images that have one (None when none has) and the success rate (best: some target
+    reached; average: share of all attacks; worst: every target reached). Failed attacks never
+    enter a distance mean."""
+    dist, ok = _np(distance).astype(float), _np(success).astype(bool)
+    any_ok, all_ok = ok.any(1), ok.all(1)
+    masked = np.where(ok, dist, np.nan)
+    with np.errstate(all="ignore"):
+        best, avg = np.nanmin(masked, axis=1), np.nanmean(masked, axis=1)
+    worst = dist.max(axis=1)
+
+    def mean(values, keep):
+        return float(np.mean(values[keep])) if keep.any() else None
+
+    return {"best": {"mean": mean(best, any_ok), "success": float(any_ok.mean())},
+            "average": {"mean": mean(avg, any_ok), "success": float(ok.mean())},
+            "worst": {"mean": mean(worst, all_ok), "success": float(all_ok.mean())}}

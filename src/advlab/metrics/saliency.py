@@ -183,3 +183,44 @@ def robustness(a_matrix) -> float:
     if bool(torch.isinf(per_point).any()):
         raise ValueError("a row of a_matrix has no finite entry (no target class left)")
     return float(per_point.mean())
+
+
+def hardness_from_run(source_labels, targets, success, iterations, changed_fraction, gammas, *,
+                      num_features: int, num_classes: int) -> Tensor:
+    """The paper's hardness matrix from ONE JSMA run made with the largest budget.
+
+    JSMA is greedy and deterministic, so a run with budget g is the first
+    ``floor(num_features * g / 2)`` iterations of the run with a larger budget: an attack
+    succeeds within g iff it succeeded with at most that many iterations. For each g of
+    ``gammas`` this gives the success matrix tau_g and the mean share of features changed
+    over those successes per pair, eps_g (0 where there is none); the result is
+    :func:`hardness_matrix` with ``distortions`` (the paper's form, larger = harder).
+    Per-attack inputs are [K]; ``gammas`` must hold at least 2 distinct values.
+    """
+    s = _as_tensor(source_labels).long().flatten()
+    t = _as_tensor(targets).long().flatten()
+    ok = _as_tensor(success).bool().flatten()
+    iters = _as_tensor(iterations).long().flatten()
+    frac = _as_tensor(changed_fraction).double().flatten()
+    gammas = sorted(float(g) for g in gammas)
+    cell = s * num_classes + t
+    taus, epss = [], []
+    for g in gammas:
+        within = ok & (iters <= math.floor(num_features * g / 2))
+        taus.append(success_matrix(s, t, within, num_classes))
+        total = torch.bincount(cell[within], weights=frac[within], minlength=num_classes**2)
+        count = torch.bincount(cell[within], minlength=num_classes**2).double()
+        epss.append(torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+                    .view(num_classes, num_classes))
+    return hardness_matrix(gammas, torch.stack(taus), distortions=torch.stack(epss))
+
+
+def mean_by_source(a_matrix, labels, num_classes: int) -> Tensor:
+    """[C, C]: row s is the NaN-ignoring mean of the rows of ``a_matrix`` [N, C] whose label is s
+    (NaN rows for classes without points), e.g. A(X, t) averaged per (source, target) pair."""
+    a = _as_tensor(a_matrix).double()
+    lab = _as_tensor(labels).long().flatten()
+    out = torch.full((num_classes, a.shape[1]), math.nan, dtype=torch.float64)
+    for cls in lab.unique().tolist():  # one row per class, not per point
+        out[cls] = torch.nanmean(a[lab == cls], dim=0)
+    return out

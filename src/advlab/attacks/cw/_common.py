@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -178,3 +179,50 @@ def judge(model: nn.Module, x_nat: Tensor, best: Tensor, found: Tensor, cls: Ten
         fwd += 1
         success = pred == cls if targeted else pred != cls
     return success
+
+
+@dataclass
+class Setup:
+    """What every C&W variant knows before optimising: the class it steers by (``cls``: the
+    target, or y untargeted), its one-hot mask, the points already meeting the goal at x
+    (``done0``, never optimised) and the indices of the others (``run``); per-point counters
+    with the forward pass at x already counted."""
+
+    x_nat: Tensor
+    y: Tensor
+    cls: Tensor
+    targeted: bool
+    own_all: Tensor
+    done0: Tensor
+    run: Tensor
+    fwd: Tensor
+    bwd: Tensor
+
+
+def first_look(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, kappa: float = 0.0) -> Setup:
+    """Evaluate the model once at x, check its outputs are logits, and split the points into
+    those already adversarial (margin + kappa < 0) and those to attack."""
+    dev = x.device
+    x_nat = x.detach()
+    n = x_nat.shape[0]
+    y = y.to(dev)
+    targeted = target is not None
+    cls = target.to(dev) if targeted else y
+    fwd = torch.ones(n, dtype=torch.int64, device=dev)  # the pass at x
+    with torch.no_grad():
+        logits0 = model(x_nat)
+    check_logits(logits0, y, target)
+    own_all = nn.functional.one_hot(cls, logits0.shape[1]).to(torch.bool)
+    done0 = margin(logits0.detach(), own_all, targeted) + kappa < 0
+    return Setup(x_nat, y, cls, targeted, own_all, done0, (~done0).nonzero().flatten(), fwd, torch.zeros_like(fwd))
+
+
+def retire(work: dict, act: Tensor, finished: Tensor, res: dict, out_keys) -> tuple[dict, Tensor]:
+    """Copy the finished points' ``out_keys`` into the results ``res`` (indexed by position
+    in the attacked set) and drop them from the per-point state: (state, positions) of the
+    points still running."""
+    dst = act[finished]
+    for key in out_keys:
+        res[key][dst] = work[key][finished]
+    keep = ~finished
+    return {k: v[keep] for k, v in work.items()}, act[keep]

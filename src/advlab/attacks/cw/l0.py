@@ -27,13 +27,14 @@ from tqdm import tqdm
 
 from ..result import AttackResult, check_inputs, make_result
 from ._common import (
+    first_look,
+    retire,
     adam_step,
     as_bool,
     as_float,
     as_int,
     as_positive,
     check_adam,
-    check_logits,
     forward_grad,
     from_tanh_space,
     judge,
@@ -136,23 +137,11 @@ def cw_l0(
     adam = check_adam(adam)
 
     dev, dt = x.device, x.dtype
-    x_nat = x.detach()
+    su = first_look(model, x, y, target)
+    x_nat, y, cls, targeted, own_all = su.x_nat, su.y, su.cls, su.targeted, su.own_all
+    done0, run, fwd, bwd = su.done0, su.run, su.fwd, su.bwd
     shape = x_nat.shape
     n, n_ch = shape[0], shape[1]
-    y = y.to(dev)
-    targeted = target is not None
-    cls = target.to(dev) if targeted else y
-    fwd = torch.zeros(n, dtype=torch.int64, device=dev)
-    bwd = torch.zeros_like(fwd)
-
-    with torch.no_grad():
-        logits0 = model(x_nat)
-    fwd += 1
-    check_logits(logits0, y, target)
-    own_all = nn.functional.one_hot(cls, logits0.shape[1]).to(torch.bool)
-    done0 = margin(logits0.detach(), own_all, targeted) < 0
-
-    run = (~done0).nonzero().flatten()
     r = run.numel()
     flat = x_nat.flatten(1)
     d_all = flat.shape[1]
@@ -240,12 +229,7 @@ def cw_l0(
             w["cand_d"][s] = math.inf
 
         if bool(finished.any()):
-            dst = act[finished]
-            for key in out_keys:
-                res[key][dst] = w[key][finished]
-            keep = ~finished
-            work = {k: v[keep] for k, v in w.items()}
-            act = act[keep]
+            work, act = retire(w, act, finished, res, out_keys)
             bar.update(int(finished.sum()))
     bar.close()
 
