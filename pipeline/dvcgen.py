@@ -42,6 +42,21 @@ def _metric(path: str) -> dict:
     return {path: {"cache": False}}
 
 
+def _per_model(stage: str, models: str, data: list[str], outs: list[str], metrics: str) -> dict:
+    """A study stage run once per model of the params list `models` (`python -m pipeline.<stage>
+    --model <m>`, the model's checkpoint a dependency), with its per-model outs and metrics file."""
+    return {
+        "foreach": f"${{{models}}}",
+        "do": {
+            "cmd": f"python -m pipeline.{stage} --model ${{item}}",
+            "deps": dag.code_deps(stage) + data + [_t(P.MODEL, "foreach")],
+            "params": dag.param_keys(stage),
+            "outs": [_t(o, "foreach") for o in outs],
+            "metrics": [_metric(_t(metrics, "foreach"))],
+        },
+    }
+
+
 def stages() -> dict:
     data = [_t(P.PREPARED_TENSORS), _t(P.PREPARED_META)]
     return {
@@ -106,16 +121,8 @@ def stages() -> dict:
             "outs": [_t(P.MADRY_TABLE)],
             "metrics": [_metric(_t(P.MADRY_METRICS))],
         },
-        "deepfool_study": {
-            "foreach": "${deepfool_study.models}",
-            "do": {
-                "cmd": "python -m pipeline.deepfool_study --model ${item}",
-                "deps": dag.code_deps("deepfool_study") + data + [_t(P.MODEL, "foreach")],
-                "params": dag.param_keys("deepfool_study"),
-                "outs": [_t(P.DF_STUDY_TIMING, "foreach"), _t(P.DF_FINETUNE, "foreach")],
-                "metrics": [_metric(_t(P.DF_STUDY_METRICS, "foreach"))],
-            },
-        },
+        "deepfool_study": _per_model("deepfool_study", "deepfool_study.models", data,
+                                     [P.DF_STUDY_TIMING, P.DF_FINETUNE], P.DF_STUDY_METRICS),
         "train_transfer": {
             "foreach": "${transfer.models}",
             "do": {
@@ -142,16 +149,7 @@ def stages() -> dict:
             "outs": [_t(P.UNITS_TOP)],
             "metrics": [_metric(_t(P.UNITS_METRICS))],
         },
-        "kurakin": {
-            "foreach": "${kurakin.models}",
-            "do": {
-                "cmd": "python -m pipeline.kurakin --model ${item}",
-                "deps": dag.code_deps("kurakin") + data + [_t(P.MODEL, "foreach")],
-                "params": dag.param_keys("kurakin"),
-                "outs": [_t(P.KURAKIN_TABLE, "foreach")],
-                "metrics": [_metric(_t(P.KURAKIN_METRICS, "foreach"))],
-            },
-        },
+        "kurakin": _per_model("kurakin", "kurakin.models", data, [P.KURAKIN_TABLE], P.KURAKIN_METRICS),
         "train_thermometer": {
             "cmd": "python -m pipeline.train_thermometer",
             "deps": dag.code_deps("train_thermometer") + data,
@@ -174,36 +172,10 @@ def stages() -> dict:
             "outs": [_t(P.SUBSTITUTE_ROUNDS), _t(P.SUBSTITUTE_SWEEP)],
             "metrics": [_metric(_t(P.SUBSTITUTE_METRICS))],
         },
-        "cw_study": {
-            "foreach": "${cw_study.models}",
-            "do": {
-                "cmd": "python -m pipeline.cw_study --model ${item}",
-                "deps": dag.code_deps("cw_study") + data + [_t(P.MODEL, "foreach")],
-                "params": dag.param_keys("cw_study"),
-                "outs": [_t(P.CW_GRIDS, "foreach"), _t(P.CW_TABLE, "foreach")],
-                "metrics": [_metric(_t(P.CW_METRICS, "foreach"))],
-            },
-        },
-        "onepixel_study": {
-            "foreach": "${onepixel_study.models}",
-            "do": {
-                "cmd": "python -m pipeline.onepixel_study --model ${item}",
-                "deps": dag.code_deps("onepixel_study") + data + [_t(P.MODEL, "foreach")],
-                "params": dag.param_keys("onepixel_study"),
-                "outs": [_t(P.ONEPIXEL_TABLE, "foreach")],
-                "metrics": [_metric(_t(P.ONEPIXEL_METRICS, "foreach"))],
-            },
-        },
-        "jsma_study": {
-            "foreach": "${jsma_study.models}",
-            "do": {
-                "cmd": "python -m pipeline.jsma_study --model ${item}",
-                "deps": dag.code_deps("jsma_study") + data + [_t(P.MODEL, "foreach")],
-                "params": dag.param_keys("jsma_study"),
-                "outs": [_t(P.JSMA_TABLE, "foreach")],
-                "metrics": [_metric(_t(P.JSMA_METRICS, "foreach"))],
-            },
-        },
+        "cw_study": _per_model("cw_study", "cw_study.models", data, [P.CW_GRIDS, P.CW_TABLE], P.CW_METRICS),
+        "onepixel_study": _per_model("onepixel_study", "onepixel_study.models", data, [P.ONEPIXEL_TABLE],
+                                     P.ONEPIXEL_METRICS),
+        "jsma_study": _per_model("jsma_study", "jsma_study.models", data, [P.JSMA_TABLE], P.JSMA_METRICS),
         "report": {
             "cmd": "python -m pipeline.report",
             "deps": dag.code_deps("report") + [
