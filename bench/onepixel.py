@@ -8,8 +8,10 @@ Model: models/cifar10*/allconv.pt when the pipeline has made one, else a small A
 (``--widths``, default 16 32, batch norm) trained here with Adam for ``--epochs`` (10) on
 the CIFAR-10 subset (/work/shared/data/cifar10-subset.npz or ``--npz``), seeded, cached
 in bench/out/. On a CPU, both libraries spend nearly all their time in the model's
-forward passes (up to 40,400 per image), so the ratio there is the ratio of forward
-passes; torchattacks' per-candidate Python only dominates on a GPU. Points:
+forward passes (up to 40,400 per image): with full forward passes the ratio there is the
+ratio of forward passes, and ours gains what it does by computing only the part of each
+forward that one pixel can change; torchattacks' per-candidate Python only dominates on
+a GPU. Points:
 the first ``--points`` correctly classified test images. Every library runs in a fresh
 subprocess (peak resident memory = that process's ru_maxrss, torch import included) on
 the same points with pixels=1 and 400 candidates per image (also reported: the resident
@@ -17,6 +19,9 @@ memory the attack adds, sampled, since ru_maxrss is set by importing torch):
 
 * advlab ``one_pixel``: ``popsize=400``; the paper's ``rand1`` (F = 0.5, no crossover) and
   Hyperparticle's ``best1bin`` (dithered F, recombination 1) variants (``--strategies``).
+  By default one-pixel candidates go through ``LocalForward`` (cached clean activations,
+  only the window each pixel reaches is recomputed); ``--full-forward`` adds rows
+  ``advlab:<strategy>:full`` with plain full forward passes.
 * torchattacks ``OnePixel(popsize=400, steps=iters)``: scipy-style DE with ``best1bin``,
   dither (0.5, 1), recombination 1, uniform init; its ``popsize`` is divided by the
   number of DE parameters (2 + C per pixel = 5) into scipy's multiplier, 400 // 5 = 80,
@@ -150,10 +155,11 @@ def worker(job: Path, library: str) -> None:
         from advlab.attacks.onepixel import one_pixel
 
         strategy = library.split(":")[1]
+        local = None if library.count(":") == 1 else False  # "advlab:<strategy>:full": full forwards
 
         def run():
             return one_pixel(model, x, y, pixels=spec["pixels"], popsize=spec["popsize"], max_iter=spec["iters"],
-                             strategy=strategy, batch_size=spec["batch_size"])  # fmt: skip
+                             strategy=strategy, batch_size=spec["batch_size"], local_forward=local)  # fmt: skip
     else:
         import numpy as np
         import torchattacks
@@ -208,6 +214,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pixels", type=int, default=1)
     parser.add_argument("--strategies", nargs="+", default=["rand1", "best1bin"], choices=["rand1", "best1bin"])
     parser.add_argument("--skip-torchattacks", action="store_true")
+    parser.add_argument("--full-forward", action="store_true",
+                        help="also run advlab with full forward passes (local_forward=False)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="advlab forward chunk (default: one_pixel's, 128 on a CPU, 4096 on a GPU)")
     parser.add_argument("--inf-batch", type=int, default=128, help="torchattacks forward chunk (its default)")
@@ -242,7 +250,9 @@ def main(argv=None) -> int:
           f"{args.popsize} candidates x {args.iters} generations, pixels={args.pixels}, "
           f"device {args.device}")  # fmt: skip
 
-    libraries = [f"advlab:{s}" for s in args.strategies] + ([] if args.skip_torchattacks else ["torchattacks"])
+    libraries = [f"advlab:{s}" for s in args.strategies]
+    libraries += [f"advlab:{s}:full" for s in args.strategies] if args.full_forward else []
+    libraries += [] if args.skip_torchattacks else ["torchattacks"]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         job = Path(tmp)
@@ -263,13 +273,13 @@ def main(argv=None) -> int:
                          "max_pixels_changed": int(changed.max()), **info})  # fmt: skip
 
     ta = next((r for r in rows if r["library"] == "torchattacks"), None)
-    print(f"\n{'library':<18}{'ms/image':>11}{'success':>9}{'peak RSS MB':>13}{'attack MB':>11}"
+    print(f"\n{'library':<23}{'ms/image':>11}{'success':>9}{'peak RSS MB':>13}{'attack MB':>11}"
           f"{'forwards/img':>14}{'vs torchattacks':>17}")  # fmt: skip
     for r in rows:
         r["speedup_vs_torchattacks"] = ta["ms_per_image"] / r["ms_per_image"] if ta else None
         speed = f"{r['speedup_vs_torchattacks']:.1f}x" if ta else "-"
         fw = f"{r['forwards_per_image']:.0f}" if "forwards_per_image" in r else "-"
-        print(f"{r['library']:<18}{r['ms_per_image']:>11.1f}{r['success_rate']:>9.1%}{r['peak_rss_mb']:>13.0f}"
+        print(f"{r['library']:<23}{r['ms_per_image']:>11.1f}{r['success_rate']:>9.1%}{r['peak_rss_mb']:>13.0f}"
               f"{r['attack_rss_mb']:>11.1f}{fw:>14}{speed:>17}")  # fmt: skip
     OUT.mkdir(parents=True, exist_ok=True)
     model_name = str(model_path.relative_to(ROOT)) if model_path.is_relative_to(ROOT) else str(model_path)

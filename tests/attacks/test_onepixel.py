@@ -435,3 +435,50 @@ def test_success_rate_matches_torchattacks():
     ours_rate, theirs_rate = float(torch.stack(ours).mean()), float(torch.stack(theirs).mean())
     assert 0.2 < theirs_rate < 0.9, "test set-up: the budget should make the rate informative"
     assert abs(ours_rate - theirs_rate) <= 0.15, (ours_rate, theirs_rate)
+
+
+# ------------------------------------------------------------------ local forward passes
+
+
+def test_local_forward_gives_the_same_attack(cnn):
+    """Patch forwards (LocalForward) give the full forwards' logits up to summation order,
+    so the result matches (on a failed point, whose population runs all generations, a
+    last-bit tie between two members can send the two evolutions apart)."""
+    x, y = cnn.x[:12], cnn.y[:12]
+    kw = dict(popsize=40, max_iter=15)
+    local = one_pixel(cnn.model, x, y, local_forward=True, **kw)
+    full = one_pixel(cnn.model, x, y, local_forward=False, **kw)
+    assert torch.equal(local.success, full.success) and torch.equal(local.x_adv, full.x_adv)
+    ok = local.success
+    assert torch.equal(local.extra["best_candidate"][ok], full.extra["best_candidate"][ok])
+    assert torch.equal(local.extra["generations"], full.extra["generations"])
+    torch.testing.assert_close(local.extra["best_fitness"][ok], full.extra["best_fitness"][ok], rtol=1e-4, atol=1e-6)
+    assert local.success.any() and (~local.success).any()
+
+
+def test_local_forward_is_the_default_for_one_pixel_only(cnn, monkeypatch):
+    built = []
+    real = onepixel.LocalForward
+
+    def spy(*args, **kwargs):
+        built.append(args[1].shape[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onepixel, "LocalForward", spy)
+    x, y = cnn.x[:4], cnn.y[:4]
+    one_pixel(cnn.model, x, y, popsize=8, max_iter=1)
+    assert built and built[-1] == 4
+    built.clear()
+    one_pixel(cnn.model, x, y, pixels=3, popsize=8, max_iter=1)
+    one_pixel(cnn.model, x, y, popsize=8, max_iter=1, local_forward=False)
+    assert built == []
+
+
+def test_local_forward_required_but_impossible_raises(cnn):
+    x, y = cnn.x[:2], cnn.y[:2]
+    with pytest.raises(ValueError, match="pixels == 1"):
+        one_pixel(cnn.model, x, y, pixels=3, local_forward=True)
+    with pytest.raises(ValueError, match="local_forward=True needs an eval-mode"):
+        one_pixel(KeyPixelNet().eval(), *key_points(2), local_forward=True)
+    with pytest.raises(ValueError, match="local_forward must be"):
+        one_pixel(cnn.model, x, y, local_forward="yes")

@@ -58,6 +58,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..models.local_forward import LocalForward
+from ..models.local_forward import supports as supports_local
 from .result import AttackResult, check_inputs, make_result
 
 __all__ = ["one_pixel", "STRATEGIES"]
@@ -69,6 +71,8 @@ _INIT_MEAN, _INIT_STD = 128.0, 127.0  # paper: colours ~ N(128, 127)
 # forward chunk: on a CPU small chunks stay in cache (a 32x32 AllConv runs ~3x faster per
 # image at 128 than at 1024); an accelerator wants large ones
 _DEFAULT_BATCH_CPU, _DEFAULT_BATCH_ACCEL = 128, 4096
+_DEFAULT_BATCH_CPU_LOCAL = 256  # patch forwards are ~8x lighter: larger chunks pay
+_LOCAL_CACHE_BYTES = 2 * 2**30  # auto mode: cache at most this much clean activation
 
 # ---------------------------------------------------------------- counter-based RNG
 
@@ -314,9 +318,10 @@ class _Evaluator:
     candidates not met before (see :class:`_Memo`) reach the model, each once.
     """
 
-    def __init__(self, model, x, aim, targeted, threshold, pixels, upper, batch_size, fwd):
+    def __init__(self, model, x, aim, targeted, threshold, pixels, upper, batch_size, fwd, local=None):
         self.model, self.x, self.aim, self.targeted = model, x, aim, targeted
         self.threshold, self.pixels, self.upper, self.batch_size, self.fwd = threshold, pixels, upper, batch_size, fwd
+        self.local = local  # LocalForward over x (one pixel), or None: full forward passes
         n, c, h, w = x.shape
         self.memo = _Memo(n, pixels, c, h, w, x.device)
 
@@ -326,8 +331,11 @@ class _Evaluator:
         adv = torch.empty(m, dtype=torch.bool, device=self.x.device)
         with torch.no_grad():
             for s in range(0, m, self.batch_size):
-                i = img[s : s + self.batch_size]
-                logits = self.model(_apply(self.x[i], q[s : s + self.batch_size], self.pixels))
+                i, qi = img[s : s + self.batch_size], q[s : s + self.batch_size]
+                if self.local is not None:
+                    logits = self.local(i, qi[:, 0], qi[:, 1], qi[:, 2:] / 255.0)
+                else:
+                    logits = self.model(_apply(self.x[i], qi, self.pixels))
                 aim = self.aim[i]
                 prob[s : s + len(i)] = torch.softmax(logits.to(torch.float64), 1).gather(1, aim[:, None]).squeeze(1)
                 pred = logits.argmax(1)
@@ -373,6 +381,7 @@ def one_pixel(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    local_forward: bool | None = None,
 ) -> AttackResult:
     """Su et al.'s one-pixel (``pixels``-pixel) attack by differential evolution; see the
     module docstring for the algorithm, the reference behaviour and the deviations.
@@ -393,8 +402,16 @@ def one_pixel(
 
     All images' populations evolve together, ``[N, P, pixels * (2 + C)]``; each generation
     evaluates the children of every image still running in forward passes of at most
-    ``batch_size`` perturbed images (default 128 on a CPU, 4096 on an accelerator);
-    finished images are dropped from the tensors.
+    ``batch_size`` perturbed images (default 128 on a CPU, 256 with ``local_forward``,
+    4096 on an accelerator); finished images are dropped from the tensors.
+
+    ``local_forward``: evaluate one-pixel candidates with
+    :class:`~advlab.models.local_forward.LocalForward`, which caches every clean image's
+    activations and recomputes only the window of each layer that the pixel reaches (the
+    same logits up to float summation order; 4-8x fewer multiply-adds on the CIFAR-10
+    nets). ``None`` (default): whenever ``pixels == 1``, the model is supported (see
+    :func:`~advlab.models.local_forward.supports`) and the cache fits in 2 GiB; ``True``:
+    required (an error otherwise); ``False``: full forward passes.
 
     Points without an adversarial candidate come back as ``x`` with success False;
     success is judged by one forward pass on the returned points.
@@ -411,8 +428,19 @@ def one_pixel(
     pixels = _as_int("pixels", pixels, 1)
     popsize = _as_int("popsize", popsize, 4)
     max_iter = _as_int("max_iter", max_iter, 0)
+    if local_forward not in (None, True, False):
+        raise ValueError(f"local_forward must be None, True or False, got {local_forward!r}")
+    if local_forward and pixels != 1:
+        raise ValueError(f"local_forward=True needs pixels == 1, got pixels={pixels}")
+    if local_forward and not supports_local(model):
+        raise ValueError("local_forward=True needs an eval-mode ImageClassifier or nn.Sequential "
+                         "(see advlab.models.local_forward.supports)")  # fmt: skip
+    use_local = bool(local_forward) or (local_forward is None and pixels == 1 and supports_local(model))
     if batch_size is None:
-        batch_size = _DEFAULT_BATCH_CPU if x.device.type == "cpu" else _DEFAULT_BATCH_ACCEL
+        if x.device.type != "cpu":
+            batch_size = _DEFAULT_BATCH_ACCEL
+        else:
+            batch_size = _DEFAULT_BATCH_CPU_LOCAL if use_local else _DEFAULT_BATCH_CPU
     batch_size = _as_int("batch_size", batch_size, 1)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -451,7 +479,14 @@ def one_pixel(
     d = pixels * (2 + c)
     upper = torch.tensor([h, w] + [_COLOUR_RANGE] * c, dtype=torch.float64, device=dev).repeat(pixels)
     keys = _point_keys(x_nat, y, target, generator).to(dev)
-    evaluate = _Evaluator(model, x_nat, aim, targeted, early_stop, pixels, upper, batch_size, fwd)
+    local = None
+    if use_local and not bool(done0.all()):
+        attacked = (~done0).nonzero().flatten()
+        per_image = LocalForward(model, x_nat[attacked[:1]]).memory_bytes
+        if local_forward or per_image * n <= _LOCAL_CACHE_BYTES:
+            # cached for every point (finished ones are never asked for), built in chunks
+            local = LocalForward(model, x_nat)
+    evaluate = _Evaluator(model, x_nat, aim, targeted, early_stop, pixels, upper, batch_size, fwd, local)
 
     found = torch.zeros(n, dtype=torch.bool, device=dev)
     kept = torch.zeros(n, d, dtype=torch.float64, device=dev)  # candidate returned per point

@@ -4,6 +4,7 @@ from .checkpoint import FORMAT as CHECKPOINT_FORMAT
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .inference import accuracy, evaluate_accuracy, predict, predict_logits
 from .layers import ImageClassifier, Normalize
+from .local_forward import LocalForward
 from .registry import MODEL_NAMES, build_model
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "MODEL_NAMES",
     "CheckpointError",
     "ImageClassifier",
+    "LocalForward",
     "Normalize",
     "accuracy",
     "build_model",
