@@ -18,6 +18,7 @@ include: "pipeline/rules/attacks.smk"
 include: "pipeline/rules/evaluate.smk"
 include: "pipeline/rules/studies.smk"
 include: "pipeline/rules/attack_studies.smk"
+include: "pipeline/rules/physical.smk"
 include: "pipeline/rules/report.smk"
 
 

@@ -71,7 +71,7 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
 
 
 # Lists of models (natural or defended) that a study attacks: each must be trained by some stage.
-TRAINED_LISTS = ("kurakin.models", "cw_study.models", "onepixel_study.models", "jsma_study.models")
+TRAINED_LISTS = ("kurakin.models", "cw_study.models", "onepixel_study.models", "jsma_study.models", "physical.models")
 
 
 def _cross_checks(params: dict) -> list[str]:
@@ -123,6 +123,15 @@ def _cross_checks(params: dict) -> list[str]:
             problems.append(f"transfer.models[{i}].pretrain_epochs: only the ae400_10 architecture is pretrained")
     if params["units"]["model"] not in naturals:
         problems.append(f"units.model: {params['units']['model']!r} is not among `models` ({', '.join(params['models'])})")
+    phys = params["physical"]
+    for i, eps in enumerate(phys["ablation"]["eps"]):
+        if not any(abs(eps - e) < 1e-12 for e in phys["eps"]):
+            problems.append(f"physical.ablation.eps[{i}]: {eps} is not among physical.eps {phys['eps']}")
+    order = phys["print_photo"].get("order")
+    if order is not None:
+        missing = [k for k in phys["print_photo"] if k != "order" and k not in order]
+        if missing:
+            problems.append(f"physical.print_photo: steps {missing} are configured but not in physical.print_photo.order")
     for key in TRAINED_LISTS:
         section, _, field = key.partition(".")
         for i, name in enumerate(params[section][field]):

@@ -33,6 +33,8 @@ CODE = {
                    "src/advlab/models/*.py"],
     "cw_study": ["pipeline/cw_study.py", "src/advlab/attacks/*.py", "src/advlab/attacks/cw/*.py"],
     "onepixel_study": ["pipeline/onepixel_study.py", "src/advlab/attacks/*.py"],
+    "physical": ["pipeline/physical.py", "src/advlab/attacks/*.py", "src/advlab/transforms/*.py",
+                 "src/advlab/metrics/*.py"],
     "jsma_study": ["pipeline/jsma_study.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "obfuscated": ["pipeline/obfuscated.py", "src/advlab/attacks/*.py", "src/advlab/defenses/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
@@ -56,9 +58,10 @@ PARAMS = {
     "substitute": ["seed", "substitute"],
     "cw_study": ["seed", "cw_study"],
     "onepixel_study": ["seed", "onepixel_study"],
+    "physical": ["seed", "physical"],
     "jsma_study": ["seed", "jsma_study"],
     "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",
-               "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study"],
+               "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study", "physical"],
 }
 
 

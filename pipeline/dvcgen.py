@@ -176,6 +176,8 @@ def stages() -> dict:
         "onepixel_study": _per_model("onepixel_study", "onepixel_study.models", data, [P.ONEPIXEL_TABLE],
                                      P.ONEPIXEL_METRICS),
         "jsma_study": _per_model("jsma_study", "jsma_study.models", data, [P.JSMA_TABLE], P.JSMA_METRICS),
+        "physical": _per_model("physical", "physical.models", data,
+                               [P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE], P.PHYSICAL_METRICS),
         "report": {
             "cmd": "python -m pipeline.report",
             "deps": dag.code_deps("report") + [
@@ -191,6 +193,7 @@ def stages() -> dict:
                 _t(P.CW_GRIDS).split("/{model}")[0], _t(P.CW_METRICS).rsplit("/", 1)[0],
                 _t(P.ONEPIXEL_TABLE).rsplit("/", 1)[0], _t(P.ONEPIXEL_METRICS).rsplit("/", 1)[0],
                 _t(P.JSMA_TABLE).rsplit("/", 1)[0], _t(P.JSMA_METRICS).rsplit("/", 1)[0],
+                _t(P.PHYSICAL_TABLE).split("/{model}")[0], _t(P.PHYSICAL_METRICS).rsplit("/", 1)[0],
             ],
             "params": dag.param_keys("report"),
             "outs": [P.REPORT, P.FIGURES],

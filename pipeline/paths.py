@@ -79,6 +79,12 @@ CW_METRICS = "metrics/{preset}/cw_study/{model}.json"
 ONEPIXEL_TABLE = "results/{preset}/onepixel_study/{model}.csv"
 ONEPIXEL_METRICS = "metrics/{preset}/onepixel_study/{model}.json"
 
+# Kurakin et al. 2016 §3-4: destruction rates under the print-and-photo simulation, per model.
+PHYSICAL_TABLE = "results/{preset}/physical/{model}/destruction.csv"
+PHYSICAL_ABLATION = "results/{preset}/physical/{model}/ablation.csv"
+PHYSICAL_TRACE = "results/{preset}/physical/{model}/trace.pt"
+PHYSICAL_METRICS = "metrics/{preset}/physical/{model}.json"
+
 # Papernot et al. 2016: JSMA success, hardness and adversarial distance, per model.
 JSMA_TABLE = "results/{preset}/jsma_study/{model}.csv"
 JSMA_METRICS = "metrics/{preset}/jsma_study/{model}.json"

@@ -92,6 +92,15 @@ def test_schema_model_names_match_registry():
          "transfer.models[0].pretrain_epochs: only the ae400_10"),
         (lambda p: p["transfer"]["models"][0].__setitem__("half", "p3"), "transfer.models[0].half: 'p3' is not allowed"),
         (lambda p: p["units"].__setitem__("model", "nin"), "units.model: 'nin' is not among `models`"),
+        (lambda p: p["physical"]["ablation"].__setitem__("eps", [0.5]), "physical.ablation.eps[0]: 0.5 is not among"),
+        (lambda p: p["physical"]["print_photo"]["defocus"].__setitem__("radius", -1),
+         "physical.print_photo.defocus.radius: -1 is less than the minimum of 0"),
+        (lambda p: p["physical"]["print_photo"].__setitem__("blur", {}), "unknown key physical.print_photo.blur"),
+        (lambda p: p["physical"]["print_photo"]["jpeg"].__setitem__("quality", 0),
+         "physical.print_photo.jpeg.quality: 0 is less than the minimum of 1"),
+        (lambda p: p["physical"]["print_photo"].__setitem__("order", ["jpeg"]),
+         "physical.print_photo: steps ['quantize', 'perspective'"),
+        (lambda p: p["physical"].__setitem__("models", ["fc500_150-fast"]), "physical.models[0]: no stage trains"),
     ],
 )
 def test_bad_params_name_the_key(params, mutate, expected):

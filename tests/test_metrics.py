@@ -97,3 +97,42 @@ def test_mean_by_source_ignores_nan():
     out = mean_by_source(a, torch.tensor([0, 0, 1]), 3)
     assert abs(float(out[0, 1]) - 0.3) < 1e-6 and abs(float(out[1, 0]) - 0.6) < 1e-6
     assert math.isnan(float(out[0, 0])) and torch.isnan(out[2]).all()
+
+
+# ------------------------------------------------------------------ destruction rate (Kurakin et al.)
+
+
+def test_destruction_rate_on_hand_made_cases():
+    import math
+
+    from advlab.metrics import destruction_rate
+
+    t = lambda *v: torch.tensor(v, dtype=torch.bool)  # noqa: E731
+    clean = t(1, 1, 1, 0, 1, 1)
+    adv = t(0, 0, 1, 0, 0, 0)  # point 2 was not fooled, point 3 was wrong already
+    transformed = t(1, 0, 1, 1, 0, 1)
+    # eligible: 0, 1, 4, 5; restored by T: 0 and 5
+    assert destruction_rate(clean, adv, transformed) == 2 / 4
+    assert destruction_rate(clean, adv, transformed, mask=t(1, 1, 1, 1, 0, 0)) == 1 / 2
+    assert destruction_rate(clean, adv, t(0, 0, 0, 0, 0, 0)) == 0.0
+    assert destruction_rate(clean, adv, t(1, 1, 1, 1, 1, 1)) == 1.0
+    assert math.isnan(destruction_rate(clean, t(1, 1, 1, 1, 1, 1), transformed))  # nothing fooled
+    with pytest.raises(ValueError, match="one length"):
+        destruction_rate(clean, adv[:3], transformed)
+
+
+def test_topk_correct_and_prefiltered_on_hand_made_logits():
+    from advlab.metrics import prefiltered, topk_correct
+
+    logits = torch.tensor([[5.0, 4.0, 3.0, 0.0], [0.0, 1.0, 2.0, 3.0], [1.0, 0.0, 0.0, 0.0]])
+    y = torch.tensor([1, 1, 0])
+    assert topk_correct(logits, y, 1).tolist() == [False, False, True]
+    assert topk_correct(logits, y, 2).tolist() == [True, False, True]
+    assert topk_correct(logits, y, 3).tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="k must be in 1..4"):
+        topk_correct(logits, y, 5)
+    clean = torch.tensor([[9.0, 0.0], [9.0, 0.0], [0.3, 0.0], [9.0, 0.0]])
+    adv = torch.tensor([[0.0, 9.0], [0.0, 0.2], [0.0, 9.0], [9.0, 0.0]])
+    y = torch.tensor([0, 0, 0, 0])
+    # confident clean & confidently wrong: only point 0 (1: adv unsure, 2: clean unsure, 3: not fooled)
+    assert prefiltered(clean, adv, y, 0.8).tolist() == [True, False, False, False]

@@ -4,7 +4,8 @@ SECTIONS) without touching the others."""
 from __future__ import annotations
 
 from pipeline.report_sections import (cw, deepfool_table, defenses, figures, jsma, kurakin, madry_table, obfuscated,
-                                      onepixel, overview, robustness, substitute, training, transfer, units)
+                                      onepixel, overview, physical, robustness, substitute, training, transfer,
+                                      units)
 
 SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, kurakin, jsma, cw,
-            onepixel, substitute, obfuscated, figures]
+            onepixel, substitute, obfuscated, physical, figures]

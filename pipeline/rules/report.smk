@@ -20,6 +20,8 @@ rule report:
         jsma=expand([P.JSMA_TABLE, P.JSMA_METRICS], preset=PRESET, model=config["jsma_study"]["models"]),
         onepixel=expand([P.ONEPIXEL_TABLE, P.ONEPIXEL_METRICS], preset=PRESET,
                         model=config["onepixel_study"]["models"]),
+        physical=expand([P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE, P.PHYSICAL_METRICS],
+                        preset=PRESET, model=config["physical"]["models"]),
     output:
         report=report(P.REPORT, caption="../captions/report.rst", category="Report"),
         figures=report(
