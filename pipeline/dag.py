@@ -26,7 +26,7 @@ CODE = {
                        "src/advlab/training/*.py"],
     "transfer": ["pipeline/transfer.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "units": ["pipeline/units.py", "src/advlab/analysis/*.py"],
-    "kurakin": ["pipeline/kurakin.py", "src/advlab/attacks/*.py"],
+    "kurakin": ["pipeline/kurakin.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "train_thermometer": ["pipeline/train.py", "pipeline/train_thermometer.py", "src/advlab/models/*.py",
                           "src/advlab/training/*.py", "src/advlab/defenses/*.py"],
     "substitute": ["pipeline/substitute.py", "src/advlab/attacks/*.py", "src/advlab/training/*.py",

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from advlab.attacks import bim, fgsm, illc, kurakin_steps
+from advlab.metrics import topk_correct
 from pipeline import paths
 from pipeline.artifacts import device, load_frozen, load_prepared
 from pipeline.io import write_csv, write_json
@@ -26,9 +27,8 @@ from pipeline.stage import run_stage
 METHODS = {"fast": fgsm, "basic_iterative": bim, "least_likely": illc}
 
 
-def topk_correct(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    k = min(k, logits.shape[1])
-    return (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1)
+def topk(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    return topk_correct(logits, y, min(k, logits.shape[1]))  # top-5 of fewer classes is top-all
 
 
 def main(params: dict, args) -> dict:
@@ -48,8 +48,8 @@ def main(params: dict, args) -> dict:
             x_eval = make(x, y)
             with torch.no_grad():
                 logits = model(x_eval)
-            top1 += int(topk_correct(logits, y, 1).sum())
-            top5 += int(topk_correct(logits, y, 5).sum())
+            top1 += int(topk(logits, y, 1).sum())
+            top5 += int(topk(logits, y, 5).sum())
         return top1 / n, top5 / n, time.perf_counter() - began
 
     clean1, clean5, _ = accuracy(lambda x, y: x)
