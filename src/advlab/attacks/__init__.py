@@ -17,12 +17,14 @@ from .pgd import pgd
 from .result import AttackResult, check_inputs, perturbation_norms
 from .substitute import (LabelOracle, TransferResult, jacobian_augmentation, lambda_schedule, transfer_attack,
                          transfer_eps_sweep)
+from .uap import UAPResult, fooling_rate, universal_perturbation
 
 __all__ = [
     "ATTACKS",
     "AttackResult",
     "LabelOracle",
     "TransferResult",
+    "UAPResult",
     "all_targets",
     "bim",
     "bpda_eot_pgd",
@@ -32,6 +34,7 @@ __all__ = [
     "cw_linf",
     "deepfool",
     "fgsm",
+    "fooling_rate",
     "fgsm_direction",
     "fgsm_eps_for_rate",
     "fgsm_minimal_eps",
@@ -48,6 +51,7 @@ __all__ = [
     "random_targets",
     "transfer_attack",
     "transfer_eps_sweep",
+    "universal_perturbation",
 ]
 
 # name -> attack, as params.yaml's `attacks.<name>.type` names them. JSMA and L-BFGS need a
