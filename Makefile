@@ -34,8 +34,9 @@ ui: $(STAMP)
 
 # Ours vs torchattacks / foolbox on the same model and points; each prints a table and writes
 # bench/out/<name>.json. One process at a time: timings on 2 cores are meaningless in parallel.
-BENCHES := deepfool jsma cw onepixel print_photo
+BENCHES := deepfool jsma cw onepixel print_photo uap
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
 	set -e; for b in $(BENCHES); do $(PY) -m bench.$$b; done
 	$(PY) -m bench.jsma --snap   # on points where torchattacks' and the paper's search domains coincide
 
