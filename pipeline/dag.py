@@ -34,7 +34,7 @@ CODE = {
     "cw_study": ["pipeline/cw_study.py", "src/advlab/attacks/*.py", "src/advlab/attacks/cw/*.py"],
     "onepixel_study": ["pipeline/onepixel_study.py", "src/advlab/attacks/*.py"],
     "physical": ["pipeline/physical.py", "src/advlab/attacks/*.py", "src/advlab/transforms/*.py",
-                 "src/advlab/metrics/*.py"],
+                 "src/advlab/defenses/*.py", "src/advlab/metrics/*.py"],
     "jsma_study": ["pipeline/jsma_study.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "obfuscated": ["pipeline/obfuscated.py", "src/advlab/attacks/*.py", "src/advlab/defenses/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],

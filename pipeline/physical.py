@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from advlab.attacks import bim, bpda_eot_pgd, fgsm, illc, kurakin_steps
-from advlab.metrics import destruction_rate, prefiltered, topk_correct
+from advlab.metrics import destruction_rate, eligible, prefiltered, topk_correct
 from advlab.models import predict_logits
-from advlab.transforms import PrintPhoto, single_transform, to_8bit
+from advlab.transforms import PrintPhoto, quantize, single_transform
 from pipeline import paths
 from pipeline.artifacts import device, load_frozen, load_prepared
 from pipeline.io import save_tensors, write_csv, write_json
@@ -42,10 +42,6 @@ from pipeline.stage import run_stage
 
 METHODS = {"fast": fgsm, "basic_iterative": bim, "least_likely": illc}
 TOP_K = (1, 5)
-
-
-def _eight_bit(x: torch.Tensor) -> torch.Tensor:
-    return to_8bit(x) / 255.0
 
 
 def _rates(case_mask: dict, clean_logits, adv_logits, t_logits, y) -> dict:
@@ -56,8 +52,7 @@ def _rates(case_mask: dict, clean_logits, adv_logits, t_logits, y) -> dict:
         c, a, t = (topk_correct(v, y, k_eff) for v in (clean_logits, adv_logits, t_logits))
         for case, mask in case_mask.items():
             out[f"{case}_top{k}"] = destruction_rate(c, a, t, mask=mask)
-            eligible = c & ~a if mask is None else c & ~a & mask
-            out[f"{case}_top{k}_n"] = int(eligible.sum())
+            out[f"{case}_top{k}_n"] = int(eligible(c, a, mask).sum())
     return out
 
 
@@ -71,7 +66,7 @@ def main(params: dict, args) -> dict:
     n = min(cfg["n_points"], len(data.x_test))
     pick = torch.randperm(len(data.x_test), generator=torch.Generator().manual_seed(seed))[:n]
     x, y = data.x_test[pick].to(dev), data.y_test[pick].to(dev)
-    x = _eight_bit(x)
+    x = quantize(x)
     clean_logits = predict_logits(model, x)
 
     def photographed(images: torch.Tensor, transform: PrintPhoto) -> torch.Tensor:
@@ -83,7 +78,7 @@ def main(params: dict, args) -> dict:
     for eps in cfg["eps"]:
         for method, attack in METHODS.items():
             began = time.perf_counter()
-            adversarial[(method, eps)] = _eight_bit(attack(model, x, y, eps).x_adv)
+            adversarial[(method, eps)] = quantize(attack(model, x, y, eps).x_adv)
             timings[f"{method}.{eps * 255:g}"] = time.perf_counter() - began
     eot = cfg["eot"]
     eot_model = nn.Sequential(eot_chain, model).eval()
@@ -91,7 +86,7 @@ def main(params: dict, args) -> dict:
         began = time.perf_counter()
         r = bpda_eot_pgd(eot_model, x, y, eps, steps=kurakin_steps(eps), step_size=1 / 255, random_start=False,
                          eot_samples=eot["samples"], generator=torch.Generator().manual_seed(seed + 2))
-        adversarial[("basic_iterative_eot", eps)] = _eight_bit(r.x_adv)
+        adversarial[("basic_iterative_eot", eps)] = quantize(r.x_adv)
         timings[f"basic_iterative_eot.{eps * 255:g}"] = time.perf_counter() - began
 
     began = time.perf_counter()

@@ -12,11 +12,8 @@ import torch.nn.functional as Fn
 
 from advlab.transforms import (
     STEPS,
-    Brightness,
-    Contrast,
     Defocus,
     GaussianBlur,
-    GaussianNoise,
     Jpeg,
     Motion,
     Noise,
@@ -56,8 +53,8 @@ def high_frequency_energy(x: torch.Tensor) -> torch.Tensor:
 ALL_STEPS = [
     Quantize(), Perspective(), Perspective(shift=0.1, rotate=10, crop=0.2), Resample(), Resample(0.4), Defocus(),
     Defocus(2.0), Motion(), Motion(4.0), Photometric(), Photometric(brightness=0.2, contrast=0.7, gamma=1.5, jitter=0.2),
-    Noise(), Noise(std=0.2, shot=0.1), Jpeg(), Jpeg(10), Brightness(0.3), Brightness(-0.3), Contrast(1.5),
-    GaussianBlur(1.0), GaussianNoise(0.1),
+    Noise(), Noise(std=0.2, shot=0.1), Jpeg(), Jpeg(10), Photometric(brightness=0.3, jitter=0.0),
+    Photometric(brightness=-0.3, jitter=0.0), Photometric(contrast=1.5, jitter=0.0), GaussianBlur(1.0), Noise(0.1, shot=0.0),
 ]  # fmt: skip
 
 
@@ -115,9 +112,11 @@ def test_jpeg_at_quality_100_is_near_identity_and_low_quality_is_not(digits):
 
 def test_brightness_shifts_the_mean_and_contrast_scales_it():
     x = torch.full((4, 1, 8, 8), 0.4)
-    torch.testing.assert_close(Brightness(0.1)(x).mean(), torch.tensor(0.5))
-    torch.testing.assert_close(Brightness(-0.2)(x).mean(), torch.tensor(0.2))
-    torch.testing.assert_close(Contrast(1.5)(x).mean(), torch.tensor(0.6))
+    g = torch.Generator().manual_seed(0)
+    # the paper's single transformations: X + delta and X * mu
+    torch.testing.assert_close(single_transform("brightness", 0.1).steps[0](x, g).mean(), torch.tensor(0.5))
+    torch.testing.assert_close(single_transform("brightness", -0.2).steps[0](x, g).mean(), torch.tensor(0.2))
+    torch.testing.assert_close(single_transform("contrast", 1.5).steps[0](x, g).mean(), torch.tensor(0.6))
     out = Photometric(brightness=0.1, jitter=0.0)(x, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out.mean(), torch.tensor(0.5))
     dark = Photometric(gamma=2.0, jitter=0.0)(x, torch.Generator().manual_seed(0))
@@ -128,7 +127,7 @@ def test_noise_has_the_stated_spread():
     x = torch.full((16, 1, 32, 32), 0.5)
     out = Noise(std=0.05, shot=0.0)(x, torch.Generator().manual_seed(0))
     assert abs(float(out.std()) - 0.05) < 0.003 and abs(float(out.mean()) - 0.5) < 0.003
-    out = GaussianNoise(0.1)(x, torch.Generator().manual_seed(0))
+    out = single_transform("noise", 0.1).steps[0](x, torch.Generator().manual_seed(0))
     assert abs(float(out.std()) - 0.1) < 0.005
 
 

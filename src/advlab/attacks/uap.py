@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..models import predict
 from .deepfool import deepfool
 
 __all__ = [
@@ -78,6 +79,11 @@ def _norm(v: Tensor, p: float) -> Tensor:
     return torch.linalg.vector_norm(flat, ord=p, dim=-1)
 
 
+def _rescaled(v: Tensor, scale: Tensor) -> Tensor:
+    """``v`` times a per-perturbation ``scale`` (0-d for one [C, H, W], [K] for a stack)."""
+    return v * (scale.view(-1, *([1] * (v.dim() - 1))) if v.dim() > 3 else scale)
+
+
 def project(v: Tensor, xi: float, p="l2") -> Tensor:
     """P_{p,xi}: the closest point of the lp ball of radius ``xi`` (p = 2 or inf).
     Works on one perturbation [C, H, W] or a stack [K, C, H, W]."""
@@ -85,8 +91,7 @@ def project(v: Tensor, xi: float, p="l2") -> Tensor:
     if p == math.inf:
         return v.clamp(-xi, xi)
     norm = _norm(v, 2.0)
-    scale = torch.clamp(xi / norm.clamp_min(1e-12), max=1.0)
-    return v * (scale.view(-1, *([1] * (v.dim() - 1))) if v.dim() > 3 else scale)
+    return _rescaled(v, torch.clamp(xi / norm.clamp_min(1e-12), max=1.0))
 
 
 def scale_to_norm(v: Tensor, xi: float, p="l2") -> Tensor:
@@ -94,18 +99,12 @@ def scale_to_norm(v: Tensor, xi: float, p="l2") -> Tensor:
     p, xi = _p(p), _check_xi(xi)
     norm = _norm(v, p)
     scale = xi / norm.clamp_min(1e-12)
-    scale = torch.where(norm > 0, scale, torch.zeros_like(scale))
-    return v * (scale.view(-1, *([1] * (v.dim() - 1))) if v.dim() > 3 else scale)
+    return _rescaled(v, torch.where(norm > 0, scale, torch.zeros_like(scale)))
 
 
 def perturb(x: Tensor, v: Tensor) -> Tensor:
     """``clip(x + v, 0, 1)``, ``v`` [C, H, W] broadcast over the batch."""
     return (x + v.to(x)).clamp(0.0, 1.0)
-
-
-def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    with torch.no_grad():
-        return torch.cat([model(x[s : s + batch_size]).argmax(1) for s in range(0, x.shape[0], batch_size)])
 
 
 def fooling_rate(model: nn.Module, x: Tensor, v: Tensor, *, clean_pred: Tensor | None = None,
@@ -115,8 +114,8 @@ def fooling_rate(model: nn.Module, x: Tensor, v: Tensor, *, clean_pred: Tensor |
     if x.shape[0] == 0:
         raise ValueError("fooling_rate needs at least one point")
     if clean_pred is None:
-        clean_pred = _predict(model, x, batch_size)
-    fooled = _predict(model, perturb(x, v), batch_size) != clean_pred.to(x.device)
+        clean_pred = predict(model, x, batch_size=batch_size)
+    fooled = predict(model, perturb(x, v), batch_size=batch_size) != clean_pred.cpu()
     return float(fooled.double().mean())
 
 
@@ -186,7 +185,7 @@ def universal_perturbation(
     began = time.perf_counter()
     x = x.detach()
     n = x.shape[0]
-    clean_pred = _predict(model, x, batch_size)
+    clean_pred = predict(model, x, batch_size=batch_size).to(x.device)
     v = torch.zeros_like(x[0])
     history: list[float] = []
     counts = {"forward": 0, "backward": 0, "checks": 0}

@@ -63,17 +63,23 @@ def reduce_bit_depth(x: Tensor, bits: int = 3) -> Tensor:
     return torch.floor(_to_uint8_values(x) / step) * step / 255.0
 
 
-def jpeg_round_trip(x: Tensor, quality: int = 75) -> Tensor:
-    """``defend_jpeg``: encode ``uint8(255 x)`` as JPEG at ``quality`` and decode; no gradient."""
+def jpeg_round_trip(x: Tensor, quality: int = 75, *, rounding: str = "floor") -> Tensor:
+    """``defend_jpeg``: encode ``uint8(255 x)`` as JPEG at ``quality`` and decode; no gradient.
+
+    ``rounding="floor"`` truncates to 8 bits as the reference's ``astype(uint8)`` does;
+    ``"round"`` rounds (a camera's file; the print-and-photo simulation)."""
     if isinstance(quality, bool) or int(quality) != quality or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer in 1..100, got {quality!r}")
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise ValueError(f"JPEG needs an NCHW batch with 1 or 3 channels, got shape {tuple(x.shape)}")
+    if rounding not in ("floor", "round"):
+        raise ValueError(f"rounding must be 'floor' or 'round', got {rounding!r}")
     from torchvision.io import decode_jpeg, encode_jpeg
 
     with torch.no_grad():
-        images = _to_uint8_values(x.detach()).to("cpu", torch.uint8)
-        encoded = encode_jpeg(list(images), quality=int(quality))
+        x = x.detach()
+        values = _to_uint8_values(x) if rounding == "floor" else torch.round(x.clamp(0.0, 1.0) * 255.0)
+        encoded = encode_jpeg(list(values.to("cpu", torch.uint8)), quality=int(quality))
         decoded = decode_jpeg(encoded)
         out = torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
     return out

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["confident", "destruction_rate", "prefiltered", "topk_correct"]
+__all__ = ["confident", "destruction_rate", "eligible", "prefiltered", "topk_correct"]
 
 
 def topk_correct(logits: Tensor, y: Tensor, k: int = 1) -> Tensor:
@@ -27,23 +27,33 @@ def topk_correct(logits: Tensor, y: Tensor, k: int = 1) -> Tensor:
     return (top == y.to(top.device)[:, None]).any(1)
 
 
+def eligible(clean_correct: Tensor, adv_correct: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Bool [N]: the points the destruction rate counts, correct clean and wrong attacked
+    (and in ``mask``, the prefiltered case, when given)."""
+    c, a = clean_correct.bool(), adv_correct.bool()
+    if c.shape != a.shape or c.dim() != 1:
+        raise ValueError(f"correctness vectors must be 1-D of one length, got {tuple(c.shape)}, {tuple(a.shape)}")
+    out = c & ~a
+    if mask is not None:
+        if mask.shape != c.shape:
+            raise ValueError(f"mask must have shape {tuple(c.shape)}, got {tuple(mask.shape)}")
+        out = out & mask.bool().to(out.device)
+    return out
+
+
 def destruction_rate(clean_correct: Tensor, adv_correct: Tensor, transformed_correct: Tensor,
                      mask: Tensor | None = None) -> float:  # fmt: skip
     """The paper's d over the points (bool tensors [N]); ``mask`` restricts the points
     (the prefiltered case). NaN when no point was correct clean and wrong attacked."""
-    c, a, t = (v.bool() for v in (clean_correct, adv_correct, transformed_correct))
-    if not (c.shape == a.shape == t.shape) or c.dim() != 1:
-        raise ValueError(f"correctness vectors must be 1-D of one length, got {tuple(c.shape)}, {tuple(a.shape)}, "
+    counted = eligible(clean_correct, adv_correct, mask)
+    t = transformed_correct.bool()
+    if t.shape != counted.shape:
+        raise ValueError(f"correctness vectors must be 1-D of one length, got {tuple(counted.shape)} and "
                          f"{tuple(t.shape)}")  # fmt: skip
-    eligible = c & ~a
-    if mask is not None:
-        if mask.shape != c.shape:
-            raise ValueError(f"mask must have shape {tuple(c.shape)}, got {tuple(mask.shape)}")
-        eligible = eligible & mask.bool().to(eligible.device)
-    total = int(eligible.sum())
+    total = int(counted.sum())
     if total == 0:
         return math.nan
-    return int((eligible & t).sum()) / total
+    return int((counted & t).sum()) / total
 
 
 def confident(logits: Tensor, threshold: float) -> Tensor:

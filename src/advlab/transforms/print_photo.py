@@ -23,7 +23,8 @@ and is differentiable except ``quantize`` and ``jpeg``; with ``differentiable=Tr
 two pass the gradient straight through (the identity, as BPDA), so that Expectation over
 Transformation can optimise through the whole chain. Steps compose: :class:`PrintPhoto`
 is an ordered list of them, and :func:`single_transform` builds the one-effect chains of
-the paper's ablation (brightness, contrast, Gaussian blur, Gaussian noise, JPEG).
+the paper's ablation (brightness, contrast, Gaussian blur, Gaussian noise, JPEG) from the
+same steps.
 """
 
 from __future__ import annotations
@@ -35,18 +36,14 @@ import torch
 import torch.nn.functional as Fn
 from torch import Tensor, nn
 
-from torchvision.io import decode_jpeg, encode_jpeg
-
 from ..defenses.bpda import attach_zero_grad, straight_through
+from ..defenses.input_transforms import jpeg_round_trip
 
 __all__ = [
     "STEPS",
     "SINGLE_TRANSFORMS",
-    "Brightness",
-    "Contrast",
     "Defocus",
     "GaussianBlur",
-    "GaussianNoise",
     "Jpeg",
     "Motion",
     "Noise",
@@ -55,6 +52,7 @@ __all__ = [
     "PrintPhoto",
     "Quantize",
     "Resample",
+    "quantize",
     "single_transform",
     "to_8bit",
 ]
@@ -78,6 +76,11 @@ def _check(name: str, value, low: float, high: float = math.inf, *, integer: boo
 def to_8bit(x: Tensor) -> Tensor:
     """``round(255 x)`` of ``x`` clipped to [0, 1], as floats 0..255 (what a file stores)."""
     return torch.round(x.clamp(0.0, 1.0) * 255.0)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """``x`` on the 8-bit grid, in [0, 1] and ``x``'s dtype, no gradient."""
+    return to_8bit(x.detach()).to(x.dtype) / 255.0
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator, like: Tensor) -> Tensor:
@@ -116,7 +119,7 @@ class Quantize(Step):
     name = "quantize"
 
     def forward(self, x, generator=None, differentiable=False):
-        q = to_8bit(x.detach()).to(x.dtype) / 255.0
+        q = quantize(x)
         return straight_through(q, x) if differentiable else attach_zero_grad(q, x)
 
 
@@ -130,12 +133,7 @@ class Jpeg(Step):
         self.quality = _check("jpeg.quality", quality, 1, 100, integer=True)
 
     def forward(self, x, generator=None, differentiable=False):
-        if x.shape[1] not in (1, 3):
-            raise ValueError(f"JPEG needs 1 or 3 channels, got {x.shape[1]}")
-        with torch.no_grad():
-            images = to_8bit(x.detach()).to("cpu", torch.uint8)
-            decoded = decode_jpeg(encode_jpeg(list(images), quality=self.quality))
-            out = torch.stack(decoded).to(device=x.device, dtype=x.dtype) / 255.0
+        out = jpeg_round_trip(x, self.quality, rounding="round")
         return straight_through(out, x) if differentiable else attach_zero_grad(out, x)
 
     def extra_repr(self) -> str:
@@ -295,6 +293,7 @@ class Photometric(Step):
         self.contrast = _check("photometric.contrast", contrast, 0.0, 10.0, low_open=True)
         self.gamma = _check("photometric.gamma", gamma, 0.0, 10.0, low_open=True)
         self.jitter = _check("photometric.jitter", jitter, 0.0, 0.5)
+        self.random = self.jitter > 0  # without jitter it is the paper's fixed X * mu + delta
 
     def forward(self, x, generator=None, differentiable=False):
         n, j = x.shape[0], self.jitter
@@ -303,7 +302,7 @@ class Photometric(Step):
         contrast = (self.contrast * _uniform(n, 1 - j, 1 + j, generator, x)).view(shape)
         brightness = (self.brightness + _uniform(n, -j, j, generator, x)).view(shape)
         # x ** gamma has an infinite slope at 0 for gamma < 1: keep the base off 0
-        toned = x.clamp_min(1e-6) ** gamma
+        toned = x if self.gamma == 1.0 and j == 0 else x.clamp_min(1e-6) ** gamma
         return (brightness + contrast * toned).clamp(0.0, 1.0)
 
     def extra_repr(self) -> str:
@@ -332,33 +331,7 @@ class Noise(Step):
         return f"std={self.std}, shot={self.shot}"
 
 
-# the paper's single transformations (section 4), each with one strength
-class Brightness(Step):
-    """``X + delta`` (the paper's brightness change), clipped."""
-
-    name = "brightness"
-
-    def __init__(self, delta: float) -> None:
-        super().__init__()
-        self.delta = _check("brightness", delta, -1.0, 1.0)
-
-    def forward(self, x, generator=None, differentiable=False):
-        return (x + self.delta).clamp(0.0, 1.0)
-
-
-class Contrast(Step):
-    """``X * mu`` (the paper's contrast change), clipped."""
-
-    name = "contrast"
-
-    def __init__(self, mu: float) -> None:
-        super().__init__()
-        self.mu = _check("contrast", mu, 0.0, 10.0)
-
-    def forward(self, x, generator=None, differentiable=False):
-        return (x * self.mu).clamp(0.0, 1.0)
-
-
+# the paper's single transformations (section 4) reuse Photometric and Noise; only the blur is new
 class GaussianBlur(Step):
     """Gaussian blur of standard deviation ``sigma`` pixels."""
 
@@ -374,21 +347,6 @@ class GaussianBlur(Step):
         return x if self.sigma == 0 else _blur(x, self.kernel)
 
 
-class GaussianNoise(Step):
-    """Additive Gaussian noise of standard deviation ``std``, clipped."""
-
-    name = "noise"
-    random = True
-
-    def __init__(self, std: float) -> None:
-        super().__init__()
-        self.std = _check("noise", std, 0.0, 1.0)
-
-    def forward(self, x, generator=None, differentiable=False):
-        e = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-        return (x + self.std * e).clamp(0.0, 1.0)
-
-
 STEPS: dict[str, type[Step]] = {
     "quantize": Quantize,
     "perspective": Perspective,
@@ -401,12 +359,12 @@ STEPS: dict[str, type[Step]] = {
 }
 DEFAULT_ORDER = tuple(STEPS)
 
-# name -> (class, what its strength is)
-SINGLE_TRANSFORMS: dict[str, type[Step]] = {
-    "brightness": Brightness,  # delta added
-    "contrast": Contrast,  # factor mu
+# name -> the step at one strength (the paper's definitions: X + delta, X * mu, ...)
+SINGLE_TRANSFORMS = {
+    "brightness": lambda delta: Photometric(brightness=delta, jitter=0.0),  # delta added
+    "contrast": lambda mu: Photometric(contrast=mu, jitter=0.0),  # factor mu
     "blur": GaussianBlur,  # sigma in pixels
-    "noise": GaussianNoise,  # standard deviation
+    "noise": lambda std: Noise(std=std, shot=0.0),  # standard deviation
     "jpeg": Jpeg,  # quality
 }
 
