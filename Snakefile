@@ -19,6 +19,7 @@ include: "pipeline/rules/evaluate.smk"
 include: "pipeline/rules/studies.smk"
 include: "pipeline/rules/attack_studies.smk"
 include: "pipeline/rules/physical.smk"
+include: "pipeline/rules/uap.smk"
 include: "pipeline/rules/report.smk"
 
 

@@ -8,7 +8,9 @@ Model: models/mnist5k/lenet.pt when the pipeline has made it, else the same LeNe
 (ART's ``epsilon``), stopping once the fooling rate on the points reaches 1 - delta or after
 ``--passes`` passes. ART goes point by point (a forward per check, a DeepFool per point, its
 own fooling rate with batch size 1); ours in chunks of ``--chunk`` points (``--chunk 1`` is the
-point-by-point algorithm). Prints time to build, passes, and the fooling rate (prediction
+point-by-point algorithm), with DeepFool linearised within [0, 1] and the fooling rate on the
+points checked ``--checks-per-pass`` times a pass (advlab.attacks.uap). xi, chunk and checks
+default to params.yaml's `uap` block. Prints time to build, passes, and the fooling rate (prediction
 changed against the clean prediction, computed here for both the same way) on the 500 points
 and on ``--test-points`` unseen test points; writes bench/out/uap.json. ART is a bench
 dependency only (``pip install adversarial-robustness-toolbox``).
@@ -53,10 +55,11 @@ def main(argv=None) -> int:
     parser.add_argument("--test-points", type=int, default=1000)
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--delta", type=float, default=0.2)
-    parser.add_argument("--xi-l2", type=float, default=4.0, help="xi for p = 2 (MNIST [0, 1] pixels)")
-    parser.add_argument("--xi-linf", type=float, default=0.2, help="xi for p = inf")
+    parser.add_argument("--xi-l2", type=float, default=None, help="xi for p = 2 (default: params.yaml uap.norms)")
+    parser.add_argument("--xi-linf", type=float, default=None, help="xi for p = inf (default: params.yaml)")
     parser.add_argument("--norms", nargs="+", default=["l2", "linf"], choices=["l2", "linf"])
-    parser.add_argument("--chunk", type=int, default=32)
+    parser.add_argument("--chunk", type=int, default=None, help="default: params.yaml uap.chunk")
+    parser.add_argument("--checks-per-pass", type=int, default=None, help="default: params.yaml uap.checks_per_pass")
     parser.add_argument("--skip-art", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -70,14 +73,20 @@ def main(argv=None) -> int:
                       seed=params["seed"])  # fmt: skip
     x = ds.x_train[: args.points].contiguous()
     unseen = x_test[: args.test_points].contiguous()
+    ucfg = params["uap"]
+    xis = {"l2": args.xi_l2, "linf": args.xi_linf}
+    xis = {n: xi if xi is not None else float(ucfg["norms"][n]["xi"]) for n, xi in xis.items()}
+    chunk = args.chunk or ucfg["chunk"]
+    checks = args.checks_per_pass or ucfg["checks_per_pass"]
     print(f"{len(x)} training points, {len(unseen)} test points, torch threads {torch.get_num_threads()}, "
-          f"delta {args.delta}, at most {args.passes} passes")  # fmt: skip
+          f"delta {args.delta}, at most {args.passes} passes; ours: chunk {chunk}, {checks} checks a pass")  # fmt: skip
     rows = []
     for norm in args.norms:
-        xi = args.xi_l2 if norm == "l2" else args.xi_linf
+        xi = xis[norm]
         began = time.perf_counter()
-        r = universal_perturbation(model, x, xi=xi, p=norm, delta=args.delta, max_passes=args.passes,
-                                   chunk=args.chunk, generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+        r = universal_perturbation(model, x, xi=xi, p=norm, delta=args.delta, max_passes=args.passes, chunk=chunk,
+                                   checks_per_pass=checks,
+                                   generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
         ours = time.perf_counter() - began
         noise = random_perturbation(r.v.shape, xi, norm, generator=torch.Generator().manual_seed(args.seed))
         rows.append({"library": "advlab", "norm": norm, "xi": xi, "seconds": ours, "passes": r.passes,

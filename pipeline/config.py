@@ -71,7 +71,8 @@ def validate(params: dict, source: str = "params.yaml") -> dict:
 
 
 # Lists of models (natural or defended) that a study attacks: each must be trained by some stage.
-TRAINED_LISTS = ("kurakin.models", "cw_study.models", "onepixel_study.models", "jsma_study.models", "physical.models")
+TRAINED_LISTS = ("kurakin.models", "cw_study.models", "onepixel_study.models", "jsma_study.models", "physical.models",
+                 "uap.models")
 
 
 def _cross_checks(params: dict) -> list[str]:
@@ -137,6 +138,22 @@ def _cross_checks(params: dict) -> list[str]:
         for i, name in enumerate(params[section][field]):
             if name not in trained:
                 problems.append(f"{key}[{i}]: no stage trains {name!r} (trained: {', '.join(sorted(trained))})")
+    study = params["uap_study"]
+    uap_models = params["uap"]["models"]
+    # every model of the study is one of uap.models: the study reads their UAPs, and DVC tracks their
+    # checkpoints through the uap stage's outputs
+    for key, names in (("uap_study.cross", study["cross"]), ("uap_study.natural", [study["natural"]]),
+                       ("uap_study.robust", [study["robust"]]), ("uap_study.finetune.model", [study["finetune"]["model"]])):
+        for i, name in enumerate(names):
+            if name not in uap_models:
+                where = f"{key}[{i}]" if key == "uap_study.cross" else key
+                problems.append(f"{where}: {name!r} is not among uap.models ({', '.join(uap_models)})")
+    if study["finetune"]["model"] not in naturals:
+        problems.append(f"uap_study.finetune.model: {study['finetune']['model']!r} is not among `models` "
+                        f"({', '.join(params['models'])})")
+    if study["finetune"]["norm"] not in params["uap"]["norms"]:
+        problems.append(f"uap_study.finetune.norm: {study['finetune']['norm']!r} has no xi under uap.norms "
+                        f"({', '.join(params['uap']['norms'])})")
     for i, name in enumerate(params["cw_study"]["grid"]):
         if name not in params["cw_study"]["models"]:
             problems.append(f"cw_study.grid[{i}]: {name!r} is not in cw_study.models")

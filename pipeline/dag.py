@@ -37,6 +37,9 @@ CODE = {
                  "src/advlab/defenses/*.py", "src/advlab/metrics/*.py"],
     "jsma_study": ["pipeline/jsma_study.py", "src/advlab/attacks/*.py", "src/advlab/metrics/*.py"],
     "obfuscated": ["pipeline/obfuscated.py", "src/advlab/attacks/*.py", "src/advlab/defenses/*.py"],
+    "uap": ["pipeline/uap.py", "src/advlab/attacks/*.py"],
+    "uap_study": ["pipeline/uap_study.py", "pipeline/uap.py", "pipeline/train.py", "src/advlab/attacks/*.py",
+                  "src/advlab/analysis/*.py", "src/advlab/training/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
 }
 
@@ -60,8 +63,11 @@ PARAMS = {
     "onepixel_study": ["seed", "onepixel_study"],
     "physical": ["seed", "physical"],
     "jsma_study": ["seed", "jsma_study"],
+    "uap": ["seed", "uap"],
+    "uap_study": ["seed", "train", "uap", "uap_study"],
     "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",
-               "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study", "physical"],
+               "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study", "physical",
+               "uap", "uap_study"],
 }
 
 

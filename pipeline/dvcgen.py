@@ -178,6 +178,18 @@ def stages() -> dict:
         "jsma_study": _per_model("jsma_study", "jsma_study.models", data, [P.JSMA_TABLE], P.JSMA_METRICS),
         "physical": _per_model("physical", "physical.models", data,
                                [P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE], P.PHYSICAL_METRICS),
+        "uap": _per_model("uap", "uap.models", data,
+                          [P.UAP_PERTURBATIONS, P.UAP_TABLE, P.UAP_CURVE, P.UAP_LABELS, P.UAP_SPECTRUM], P.UAP_METRICS),
+        "uap_study": {
+            "cmd": "python -m pipeline.uap_study",
+            # the models it loads are a params-chosen list (uap_study.cross and three keys): DVC
+            # cannot expand a list into deps, so the folder of checkpoints stands for them
+            "deps": dag.code_deps("uap_study") + data + [_t(P.MODEL).rsplit("/", 1)[0],
+                                                          _t(P.UAP_TABLE).split("/{model}")[0]],
+            "params": dag.param_keys("uap_study"),
+            "outs": [_t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY)],
+            "metrics": [_metric(_t(P.UAP_STUDY_METRICS))],
+        },
         "report": {
             "cmd": "python -m pipeline.report",
             "deps": dag.code_deps("report") + [
@@ -194,6 +206,8 @@ def stages() -> dict:
                 _t(P.ONEPIXEL_TABLE).rsplit("/", 1)[0], _t(P.ONEPIXEL_METRICS).rsplit("/", 1)[0],
                 _t(P.JSMA_TABLE).rsplit("/", 1)[0], _t(P.JSMA_METRICS).rsplit("/", 1)[0],
                 _t(P.PHYSICAL_TABLE).split("/{model}")[0], _t(P.PHYSICAL_METRICS).rsplit("/", 1)[0],
+                _t(P.UAP_TABLE).split("/{model}")[0], _t(P.UAP_METRICS).rsplit("/", 1)[0],
+                _t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY), _t(P.UAP_STUDY_METRICS),
             ],
             "params": dag.param_keys("report"),
             "outs": [P.REPORT, P.FIGURES],

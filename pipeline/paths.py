@@ -89,6 +89,19 @@ PHYSICAL_METRICS = "metrics/{preset}/physical/{model}.json"
 JSMA_TABLE = "results/{preset}/jsma_study/{model}.csv"
 JSMA_METRICS = "metrics/{preset}/jsma_study/{model}.json"
 
+# Moosavi-Dezfooli et al. 2017: universal perturbations, their baselines and spectra, per model ...
+UAP_PERTURBATIONS = "results/{preset}/uap/{model}/perturbations.pt"
+UAP_TABLE = "results/{preset}/uap/{model}/fooling.csv"
+UAP_CURVE = "results/{preset}/uap/{model}/curve.csv"
+UAP_LABELS = "results/{preset}/uap/{model}/labels.csv"
+UAP_SPECTRUM = "results/{preset}/uap/{model}/spectrum.csv"
+UAP_METRICS = "metrics/{preset}/uap/{model}.json"
+# ... and across models: the cross-model matrix, fine-tuning on UAPs, gradients along PGD trajectories.
+UAP_CROSS = "results/{preset}/uap_study/cross_model.csv"
+UAP_FINETUNE = "results/{preset}/uap_study/finetune.csv"
+UAP_TRAJECTORY = "results/{preset}/uap_study/trajectories.csv"
+UAP_STUDY_METRICS = "metrics/{preset}/uap_study.json"
+
 REPORT = "reports/report.md"
 FIGURES = "reports/figures"
 

@@ -68,7 +68,7 @@ def test_schema_model_names_match_registry():
         (lambda p: p["attacks"]["pgd"].__setitem__("steps", 0), "attacks.pgd.steps: 0 is less than the minimum of 1"),
         (lambda p: p["attacks"]["deepfool"].__setitem__("overshoot", -1), "attacks.deepfool.overshoot"),
         (lambda p: p["train"].__setitem__("epochs", "ten"), "train.epochs: 'ten' is not of type 'integer'"),
-        (lambda p: p["models"].append("resnet9000"), "models[2]: 'resnet9000' is not allowed"),
+        (lambda p: p["models"].append("resnet9000"), "models[3]: 'resnet9000' is not allowed"),
         (lambda p: p["eval"]["attacks"].append("no_such_attack"), "eval.attacks[6]: unknown attack 'no_such_attack'"),
         (lambda p: p["attacks"]["fgsm"].__setitem__("type", "fgsn"), "attacks.fgsm.type: 'fgsn' is not allowed"),
         (lambda p: p["data"].__setitem__("dataset", "imagenet"), "data.dataset: 'imagenet' is not allowed"),
@@ -101,6 +101,15 @@ def test_schema_model_names_match_registry():
         (lambda p: p["physical"]["print_photo"].__setitem__("order", ["jpeg"]),
          "physical.print_photo: steps ['quantize', 'perspective'"),
         (lambda p: p["physical"].__setitem__("models", ["fc500_150-fast"]), "physical.models[0]: no stage trains"),
+        (lambda p: p["uap"].__setitem__("models", ["fc500_150-madry"]), "uap.models[0]: no stage trains"),
+        (lambda p: p["uap"].__setitem__("delta", 1.0), "uap.delta: 1.0 is greater than or equal to the maximum of 1"),
+        (lambda p: p["uap"]["norms"].__setitem__("l1", {"xi": 1.0, "curve": [1.0]}), "unknown key uap.norms.l1"),
+        (lambda p: p["uap"]["norms"]["l2"].__setitem__("xi", -1.0), "uap.norms.l2.xi: -1.0 is less than the minimum"),
+        (lambda p: p["uap_study"].__setitem__("cross", ["lenet", "lenet-distilled"]),
+         "uap_study.cross[1]: 'lenet-distilled' is not among uap.models"),
+        (lambda p: p["uap_study"].__setitem__("robust", "lenet-fast"), "uap_study.robust: 'lenet-fast' is not among"),
+        (lambda p: p["uap_study"]["finetune"].__setitem__("norm", "l1"), "uap_study.finetune.norm: 'l1' is not allowed"),
+        (lambda p: p["uap"]["norms"].pop("l2"), "uap_study.finetune.norm: 'l2' has no xi under uap.norms"),
     ],
 )
 def test_bad_params_name_the_key(params, mutate, expected):
@@ -123,7 +132,7 @@ def test_unknown_preset_lists_the_known_ones():
         (("  epochs: 15\n", "  epochs: 15\n  epohcs: 3\n"), "train.epohcs"),
         (("attacks: [fgsm, pgd, deepfool, deepfool_linf, bim, illc]", "attacks: [fgsm, pgd, deepfool, carlini]"),
          "carlini"),
-        (("models: [lenet, fc500_150]", "models: [lenet, resnet9000]"), "resnet9000"),
+        (("models: [lenet, fc500_150, wong_cnn]", "models: [lenet, resnet9000]"), "resnet9000"),
     ],
 )
 def test_malformed_params_stop_snakemake_fast_and_write_nothing(tmp_path, edit, expected):

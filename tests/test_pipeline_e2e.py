@@ -16,8 +16,8 @@ from tests.conftest import project_copy, stage_env, tool
 # prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report, and the
 # studies: train_copy, madry_table, deepfool_study x1, train_transfer x4, transfer, units; the attack
 # suite's: kurakin x2, train_thermometer, obfuscated, substitute, cw_study, onepixel_study, jsma_study;
-# and physical (print-and-photo destruction rates)
-SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1
+# physical (print-and-photo destruction rates); uap x3 and uap_study (universal perturbations)
+SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1
 
 
 def _run(cmd, cwd, timeout=900):
@@ -140,6 +140,36 @@ def test_study_outputs_hold_the_papers_quantities(snake_run):
     assert set(transfer["models"]) == {"fc10_1e-4", "fc100_100_p1", "ae400_10", "fc100_100_p2"}
     units = json.loads((project / "metrics/smoke/units.json").read_text())
     assert units["layer"] == "relu" and len(units["units"]) == 2
+
+
+def test_uap_stages_hold_the_papers_quantities(snake_run):
+    project, _, _ = snake_run
+    import pandas as pd
+
+    for model in ("fc100_100", "lenet", "fc100_100-madry"):
+        m = json.loads((project / f"metrics/smoke/uap/{model}.json").read_text())
+        u = m["uap"]
+        assert m["n_build"] == 40 and m["n_test"] == 50
+        assert u["l2.norm"] <= 4.0 + 1e-4
+        assert u["linf.norm"] <= 0.3 + 1e-6
+        assert all(0 <= u[f"{n}.{k}"] <= 1 for n in ("l2", "linf") for k in ("fooling_train", "fooling_test"))
+        table = pd.read_csv(project / f"results/smoke/uap/{model}/fooling.csv")
+        kinds = set(table["perturbation"])
+        assert {"universal (Algorithm 1)", "random (sphere)", "random (Gaussian)", "mean of DeepFool perturbations",
+                "singular vector 1 (+)", "singular vector 1 (-)"} <= kinds
+        curve = pd.read_csv(project / f"results/smoke/uap/{model}/curve.csv")
+        assert sorted(curve.loc[curve["norm"] == "l2", "xi"]) == [2.0, 4.0]
+    study = json.loads((project / "metrics/smoke/uap_study.json").read_text())["metrics"]
+    assert {"cross.l2.mean_own", "finetune.fooling_after", "trajectory.robust.mean_cos_to_mean_final"} <= set(study)
+    cross = pd.read_csv(project / "results/smoke/uap_study/cross_model.csv")
+    assert len(cross) == 2 * 2 * 2  # norms x sources x targets
+    traj = pd.read_csv(project / "results/smoke/uap_study/trajectories.csv")
+    assert len(traj) == 2 * 4 * 10  # models x (steps + 1) x images
+    text = (project / "reports" / "report.md").read_text()
+    assert "## Universal adversarial perturbations" in text and "Doubly universal" in text
+    for fig in ["uap_fooling_vs_xi.png", "uap_dominant_labels.png", "uap_spectra.png", "uap_gradient_alignment.png",
+                "uap_perturbations.png"]:
+        assert f"(figures/{fig})" in text
 
 
 def test_dvc_adopts_snakemake_outputs_without_rerunning(snake_run):

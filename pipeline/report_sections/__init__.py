@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.report_sections import (cw, deepfool_table, defenses, figures, jsma, kurakin, madry_table, obfuscated,
                                       onepixel, overview, physical, robustness, substitute, training, transfer,
-                                      units)
+                                      uap, units)
 
 SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, kurakin, jsma, cw,
-            onepixel, substitute, obfuscated, physical, figures]
+            onepixel, substitute, obfuscated, physical, uap, figures]

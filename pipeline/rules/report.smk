@@ -22,6 +22,9 @@ rule report:
                         model=config["onepixel_study"]["models"]),
         physical=expand([P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE, P.PHYSICAL_METRICS],
                         preset=PRESET, model=config["physical"]["models"]),
+        uap=expand([P.UAP_PERTURBATIONS, P.UAP_TABLE, P.UAP_CURVE, P.UAP_LABELS, P.UAP_SPECTRUM, P.UAP_METRICS],
+                   preset=PRESET, model=config["uap"]["models"]),
+        uap_study=expand([P.UAP_CROSS, P.UAP_FINETUNE, P.UAP_TRAJECTORY, P.UAP_STUDY_METRICS], preset=PRESET),
     output:
         report=report(P.REPORT, caption="../captions/report.rst", category="Report"),
         figures=report(

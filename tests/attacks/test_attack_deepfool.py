@@ -180,3 +180,39 @@ def test_against_foolbox_mlp(fb_attack, norm, mlp):
 @pytest.mark.parametrize("fb_attack, norm", [("L2DeepFoolAttack", "l2"), ("LinfDeepFoolAttack", "linf")])
 def test_against_foolbox_cnn(fb_attack, norm, cnn):
     _foolbox_vs_ours(cnn, 64, fb_attack, norm)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_box_aware_is_plain_deepfool_inside_the_box(norm):
+    # no coordinate on a bound: nothing is dropped, the same closed-form step
+    model, x0 = affine_model(10, seed=3)
+    plain = deepfool(model, x0, norm=norm)
+    boxed = deepfool(model, x0, norm=norm, box_aware=True)
+    torch.testing.assert_close(boxed.x_adv, plain.x_adv)
+
+
+def test_box_aware_steps_only_where_the_pixel_can_move():
+    # a two-class affine model on 4 pixels: pixel 0 sits at 0 and the boundary lies "below" it
+    lin = nn.Linear(4, 2).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.5, 0.0, 0.0], [-1.0, -0.5, 0.0, 0.0]], dtype=torch.float64))
+        lin.bias.copy_(torch.tensor([0.0, 0.2], dtype=torch.float64))
+    model = nn.Sequential(nn.Flatten(), lin).eval()
+    x = torch.tensor([[[[0.0, 0.9, 0.5, 0.5]]]], dtype=torch.float64)  # logits 0.45 vs -0.25: class 0
+    plain = deepfool(model, x, max_iter=50)
+    boxed = deepfool(model, x, max_iter=50, box_aware=True)
+    assert plain.success.item() and boxed.success.item()
+    # plain DeepFool spends most of each step on pixel 0, which the clip pins at 0: more steps
+    assert boxed.extra["iterations"].item() == 1 < plain.extra["iterations"].item()
+    step = (boxed.x_adv - x).flatten()
+    assert step[0] == 0 and step[1] < 0 and bool((step[2:] == 0).all())
+
+
+def test_box_aware_on_mnist_needs_fewer_steps_at_a_similar_norm(cnn):
+    x = cnn.x[:64]
+    plain = deepfool(cnn.model, x, max_iter=50)
+    boxed = deepfool(cnn.model, x, max_iter=50, box_aware=True)
+    assert bool(boxed.success.all()) and bool(((boxed.x_adv >= 0) & (boxed.x_adv <= 1)).all())
+    assert boxed.extra["iterations"].float().mean() < plain.extra["iterations"].float().mean()
+    l2 = lambda r: (r.x_adv - x).flatten(1).norm(dim=1)[r.success].median()  # noqa: E731
+    assert float(l2(boxed)) < 1.25 * float(l2(plain))

@@ -105,6 +105,7 @@ def deepfool(
     max_iter: int = 50,
     candidates: int = 10,
     clip_iterates: bool = True,
+    box_aware: bool = False,
     progress: bool = False,
 ) -> AttackResult:
     """Minimal lp perturbation that changes the model's prediction (untargeted).
@@ -119,6 +120,13 @@ def deepfool(
     norm: "l2", "linf", "l1" or a number p in [1, inf]; the step uses the dual norm
     q = p / (p - 1). ``candidates`` is capped at the number of classes (>= 2); with 2
     classes this is the binary DeepFool.
+
+    ``box_aware``: linearise within [0, 1]: at every step, the components of each
+    candidate's gradient that point out of the box at a coordinate already on its bound
+    (0 going down, 1 going up) are dropped, so the step spends its norm only where the
+    clipped iterate can move. Without it (the paper's DeepFool), clipping undoes part of
+    every step: on MNIST, whose background sits at 0, most points then need 4-10 steps
+    instead of 1-3.
 
     counts: "forward" = model evaluations (initial one included), "backward" =
     vector-Jacobian products, K-1 per step. extra: "raw" (unclipped
@@ -184,6 +192,11 @@ def deepfool(
 
         ld = logits_k.detach()
         fdiff = ld.gather(1, c_k[:, 1:]) - ld.gather(1, c_k[:, :1])  # [A, K-1]
+        if box_aware:
+            # Linearise within the box: a coordinate at 0 cannot go down, one at 1 cannot go up, so
+            # those components of each candidate's gradient (the step's direction) are dropped.
+            at = raw[keep].unsqueeze(1)  # [A, 1, D], the unclipped iterate
+            grads = grads * ~(((at <= 0.0) & (grads < 0)) | ((at >= 1.0) & (grads > 0)))
         wnorm = _dual_norm(grads, q)  # [A, K-1]
         dist = torch.where(wnorm > 0, fdiff.abs() / wnorm, torch.full_like(fdiff, math.inf))
         best = dist.argmin(1, keepdim=True)
