@@ -14,7 +14,7 @@ the "UAPs and adversarial training" study).
   clean test accuracy.
 - Loss-landscape smoothing: PGD (`trajectories`) on test images of the natural and the robust
   model; at every step the cosine of each image's input gradient to the average gradient at the
-  final step, and to its own final gradient.
+  final step over the images of its class, and to its own final gradient.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def trajectories(preset: str, cfg: dict, xt, yt, dev) -> pd.DataFrame:
         net = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
         grads = pgd_gradients(net, xt[:n], yt[:n], eps=tc["eps"], steps=tc["steps"], step_size=tc["step_size"],
                               norm=tc["norm"])  # fmt: skip
-        cos = alignment(grads)
+        cos = alignment(grads, yt[:n])  # the class's average final gradient
         steps, images = cos["to_mean_final"].shape
         frames.append(pd.DataFrame({
             "model": name, "role": role,

@@ -59,3 +59,15 @@ def test_bad_parameters_raise(kw, match):
         pgd_gradients(_linear(), torch.rand(2, 1, 4, 4), torch.tensor([0, 1]), **{**args, **kw})
     with pytest.raises(ValueError, match="grads"):
         alignment(torch.zeros(3, 4))
+
+
+def test_alignment_to_the_class_average():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    # two classes with orthogonal final gradients: over all images the mean is diagonal (cos 0.71),
+    # per class each image meets its own class's direction (cos 1)
+    grads = torch.stack([a, a, b, b]).unsqueeze(0)  # one step, four images
+    labels = torch.tensor([0, 0, 1, 1])
+    torch.testing.assert_close(alignment(grads, labels)["to_mean_final"], torch.ones(1, 4))
+    torch.testing.assert_close(alignment(grads)["to_mean_final"], torch.full((1, 4), 2**-0.5))
+    with pytest.raises(ValueError, match="labels"):
+        alignment(grads, torch.tensor([0, 1]))

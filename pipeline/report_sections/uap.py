@@ -166,7 +166,7 @@ def _trajectory_figure(ctx, traj: pd.DataFrame) -> str:
         axes[1].plot(by_step["to_own_final"].mean(), color=line.get_color(), label=f"{model} ({role})")
         per_image = part.groupby("image")["to_mean_final"].mean()
         axes[2].hist(per_image, bins=30, range=(-1, 1), alpha=0.5, color=line.get_color(), label=model)
-    axes[0].set_title("cos to the average gradient at the final step\n(median, 10-90%)", fontsize=8)
+    axes[0].set_title("cos to the class's average gradient at the final step\n(median, 10-90%)", fontsize=8)
     axes[1].set_title("cos to the image's own final gradient (mean)", fontsize=8)
     axes[2].set_title(f"per image: mean over steps 0-{final} of the left panel", fontsize=8)
     for ax in axes[:2]:
@@ -265,7 +265,7 @@ def render(ctx) -> str | None:
                     if math.isnan(a):
                         continue
                     verdict = ("yes: it never gets there on the curve" if math.isnan(b)
-                               else f"{'yes' if b > a else 'no'} ({b:g} vs {a:g})")  # fmt: skip
+                               else f"{'yes' if b > a else 'no'} ({b:.3g} vs {a:.3g})")  # fmt: skip
                     lines.append(f"- {_NORM[norm]}: xi for {level:.0%} test fooling: {nat} {a:.3g}; does {rob} "
                                  f"need a larger xi? {verdict}")
 
@@ -319,11 +319,12 @@ def render(ctx) -> str | None:
         lines += ["", "### Loss-landscape smoothing along PGD trajectories", "",
                   f"PGD ({t['norm']}, eps {t['eps']:g}, {t['steps']} steps of {t['step_size']:g}) on {t['n_points']} "
                   "test images; at each step the cosine of every image's input gradient to the average gradient at "
-                  "the final step (a shared, universal direction), and to its own final gradient.", "",
+                  "the final step over the images of its class (a shared, class-universal direction), and to its "
+                  "own final gradient.", "",
                   _trajectory_figure(ctx, traj), ""]
         for (role, model), part in traj.groupby(["role", "model"], sort=False):
             start = part[part["step"] == 0]["to_mean_final"].mean()
-            lines.append(f"- {model} ({role}): mean cosine to the final average gradient "
+            lines.append(f"- {model} ({role}): mean cosine to the class's final average gradient "
                          f"{part['to_mean_final'].mean():.3f}; at step 0 {start:.3f}")
 
     perts = {}

@@ -1,11 +1,12 @@
 """Loss-landscape smoothing along PGD trajectories (the "UAPs and adversarial training" study).
 
 Run PGD on many images and keep the input gradient of the loss at every step. With g_t(x_i)
-the gradient at step t for image i and ḡ_T = mean_i g_T(x_i) the average gradient at the
-final step, the study plots cos(g_t(x_i), ḡ_T) against t: for an adversarially trained model
-the gradients line up with one shared direction early and stay there (a smoother loss
-landscape near the data); for a natural model they keep turning. The per-image cosine to the
-image's own final gradient, cos(g_t(x_i), g_T(x_i)), tells how much one trajectory turns.
+the gradient at step t for image i and ḡ_T the average gradient at the final step over the
+images of i's class (the study's UAPs are class-specific; over all classes the average
+cancels), the study plots cos(g_t(x_i), ḡ_T) against t: the smoother the loss landscape near
+the data, the sooner and the more the gradients line up with that shared direction. The
+per-image cosine to the image's own final gradient, cos(g_t(x_i), g_T(x_i)), tells how much
+one trajectory turns.
 """
 
 from __future__ import annotations
@@ -56,14 +57,24 @@ def pgd_gradients(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: 
     return torch.stack(grads)
 
 
-def alignment(grads: Tensor) -> dict[str, Tensor]:
+def alignment(grads: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
     """From ``pgd_gradients``' [T + 1, N, D]: "to_mean_final" [T + 1, N] = cos(g_t(x_i), ḡ_T)
-    with ḡ_T the mean over images of the final gradients; "to_own_final" [T + 1, N] =
-    cos(g_t(x_i), g_T(x_i)). Images whose gradient vanishes get cosine 0."""
+    with ḡ_T the mean of the final gradients over the images of i's label (``labels`` [N]),
+    or over all images without labels; "to_own_final" [T + 1, N] = cos(g_t(x_i), g_T(x_i)).
+    Images whose gradient vanishes get cosine 0."""
     if grads.dim() != 3 or grads.shape[1] == 0:
         raise ValueError(f"grads must be [steps + 1, N, D] with N > 0, got {tuple(grads.shape)}")
     g = grads.double()
-    mean_final = g[-1].mean(0)
-    to_mean = F.cosine_similarity(g, mean_final.expand_as(g), dim=-1, eps=1e-30)
+    if labels is None:
+        mean_final = g[-1].mean(0).expand_as(g)
+    else:
+        labels = labels.cpu().long()
+        if labels.shape != (g.shape[1],):
+            raise ValueError(f"labels must be [N] = [{g.shape[1]}], got {tuple(labels.shape)}")
+        k = int(labels.max()) + 1
+        sums = torch.zeros(k, g.shape[2], dtype=g.dtype).index_add_(0, labels, g[-1])
+        counts = torch.bincount(labels, minlength=k).clamp_min(1).to(g.dtype)
+        mean_final = (sums / counts[:, None])[labels].expand_as(g)
+    to_mean = F.cosine_similarity(g, mean_final, dim=-1, eps=1e-30)
     to_own = F.cosine_similarity(g, g[-1].unsqueeze(0).expand_as(g), dim=-1, eps=1e-30)
     return {"to_mean_final": to_mean.float(), "to_own_final": to_own.float()}
