@@ -113,4 +113,6 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("attack", main, arguments=("model", "attack")))
+    # one thread: a job's own work is ~1 s against ~5 s of start-up, so two jobs at a time on 2 cores
+    # (the rule declares `threads: 1` to match)
+    sys.exit(run_stage("attack", main, arguments=("model", "attack"), threads=1))

@@ -11,20 +11,22 @@ from pipeline.config import ParamsError, load_params
 
 
 
-def set_threads() -> int:
+def set_threads(fixed: int | None = None) -> int:
     """Pin torch's thread count: CPU float results depend on it, so both orchestrators must agree.
 
     Snakemake exports OMP_NUM_THREADS = the rule's threads (all cores for torch rules); DVC sets
-    nothing, so a stage then takes every core. ADVLAB_THREADS overrides both.
+    nothing, so a stage then takes every core. A stage with a ``fixed`` count (light, many-job
+    stages whose rule declares the same `threads`) uses it under both. ADVLAB_THREADS overrides all.
     """
     import torch
 
-    threads = int(os.environ.get("ADVLAB_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    threads = int(os.environ.get("ADVLAB_THREADS") or fixed or os.environ.get("OMP_NUM_THREADS")
+                  or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     return threads
 
 
-def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None) -> int:
+def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None, threads: int | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}")
     for arg in arguments:
         parser.add_argument(f"--{arg}", required=True)
@@ -34,7 +36,7 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    threads = set_threads()
+    threads = set_threads(threads)
     started = time.perf_counter()
     record = body(params, args)
     seconds = time.perf_counter() - started

@@ -72,4 +72,5 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train_transfer", main, arguments=("model",)))
+    # small fully connected nets: one thread each, two jobs at a time (the rule declares `threads: 1`)
+    sys.exit(run_stage("train_transfer", main, arguments=("model",), threads=1))

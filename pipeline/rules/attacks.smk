@@ -11,9 +11,9 @@ rule attack:
     params:
         values=lambda wc: dag.param_values(config, "attack", attack=wc.attack),
     resources:
-        gpu=1,
-    # All cores for one torch job: float results depend on the thread count, and DVC runs each
-    # stage with every core, so this keeps Snakemake's and DVC's outputs bit-identical.
-    threads: TORCH_THREADS
+        gpu=LIGHT_GPU,
+    # Float results depend on the thread count, so it is fixed: the stage pins one thread under
+    # Snakemake and DVC alike (run_stage(threads=1)), and jobs run side by side on the cores.
+    threads: 1
     shell:
         "python -m pipeline.attack --model {wildcards.model} --attack {wildcards.attack}"

@@ -28,6 +28,12 @@ try:
 except WorkflowError:
     TORCH_THREADS = 1
 
+# Single-thread rules (attack, train_transfer) take a GPU slot only where there is a GPU to share;
+# on a CPU-only machine they run side by side on the cores.
+import shutil as _shutil
+
+LIGHT_GPU = 1 if _shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else 0
+
 PRESET = config["preset"]
 MODELS = config["models"]  # naturally trained architectures
 DEFENDED = [f"{arch}-{defense}" for defense, cfg in config["defenses"].items() for arch in cfg["models"]]

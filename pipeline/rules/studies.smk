@@ -75,8 +75,8 @@ rule train_transfer:
     params:
         values=lambda wc: dag.param_values(config, "train_transfer", tmodel=wc.tmodel),
     resources:
-        gpu=1,
-    threads: TORCH_THREADS
+        gpu=LIGHT_GPU,
+    threads: 1  # the stage pins one thread (run_stage(threads=1)) under Snakemake and DVC alike
     shell:
         "python -m pipeline.train_transfer --model {wildcards.tmodel}"
 
