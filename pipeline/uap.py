@@ -170,4 +170,6 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("uap", main, arguments=("model",)))
+    # one thread: DeepFool on chunks of 16 points gains little from a second core, so two models'
+    # jobs run side by side instead (the rule declares `threads: 1` to match)
+    sys.exit(run_stage("uap", main, arguments=("model",), threads=1))

@@ -28,7 +28,7 @@ try:
 except WorkflowError:
     TORCH_THREADS = 1
 
-# Single-thread rules (attack, train_transfer) take a GPU slot only where there is a GPU to share;
+# Single-thread rules (attack, train_transfer, uap) take a GPU slot only where there is a GPU to share;
 # on a CPU-only machine they run side by side on the cores.
 import shutil as _shutil
 

@@ -18,8 +18,8 @@ rule uap:
     params:
         values=lambda wc: dag.param_values(config, "uap"),
     resources:
-        gpu=1,
-    threads: TORCH_THREADS
+        gpu=LIGHT_GPU,
+    threads: 1  # the stage pins one thread (run_stage(threads=1)) under Snakemake and DVC alike
     shell:
         "python -m pipeline.uap --model {wildcards.model}"
 
