@@ -32,6 +32,7 @@ import torch
 
 from advlab.attacks.uap import (
     boundary_normals,
+    energy_dimension,
     fooled_labels,
     fooling_rate,
     mean_direction,
@@ -149,10 +150,8 @@ def main(params: dict, args) -> dict:
     sv_random = singular_values(rand / rand.norm(dim=1, keepdim=True))
     spectrum = pd.DataFrame({"k": range(1, len(sv_normals) + 1), "normals": sv_normals.numpy(),
                              "random": sv_random[: len(sv_normals)].numpy()})  # fmt: skip
-    # how many singular values hold 90% of the normals' energy, beside random vectors'
     for key, sv in (("normals", sv_normals), ("random", sv_random)):
-        energy = (sv**2).cumsum(0) / (sv**2).sum()
-        metrics[f"spectrum.{key}.dim90"] = int((energy < 0.9).sum()) + 1
+        metrics[f"spectrum.{key}.dim90"] = energy_dimension(sv, 0.9)
     metrics["spectrum.n_normals"] = int(normals.shape[0])
 
     write_csv(paths.path(paths.UAP_TABLE, preset=preset, model=name), pd.DataFrame(rows))

@@ -212,3 +212,11 @@ def test_checks_within_a_pass_stop_early_and_keep_the_best(cnn):
     # a target reached at a check inside the first pass stops the algorithm there
     early = universal_perturbation(cnn.model, x, xi=8.0, max_passes=3, chunk=8, delta=0.5, checks_per_pass=6)
     assert early.passes == 1 and early.fooling_rate >= 0.5 and len(early.history) < 6
+
+
+def test_energy_dimension_counts_the_directions_holding_the_share():
+    from advlab.attacks.uap import energy_dimension
+
+    assert energy_dimension(torch.tensor([3.0, 1.0, 0.0]), 0.9) == 1  # 9 of 10
+    assert energy_dimension(torch.tensor([2.0, 2.0, 1.0, 1.0]), 0.9) == 3  # 8 of 10 after two
+    assert energy_dimension(torch.ones(10), 0.9) == 9

@@ -56,6 +56,7 @@ from .deepfool import deepfool
 __all__ = [
     "UAPResult",
     "boundary_normals",
+    "energy_dimension",
     "fooled_labels",
     "fooling_rate",
     "mean_direction",
@@ -348,3 +349,10 @@ def fooled_labels(model: nn.Module, x: Tensor, v: Tensor, *, clean_pred: Tensor 
     matrix.index_put_((clean_pred[fooled], adv[fooled]), torch.ones(int(fooled.sum()), dtype=torch.long),
                       accumulate=True)  # fmt: skip
     return matrix
+
+
+def energy_dimension(singular: Tensor, share: float = 0.9) -> int:
+    """How many of the (descending) singular values hold ``share`` of the squared total: the
+    dimension of the subspace that holds most of the boundary normals' energy."""
+    energy = (singular.double() ** 2).cumsum(0) / (singular.double() ** 2).sum()
+    return int((energy < share).sum()) + 1
