@@ -29,3 +29,15 @@ rule all:
         P.REPORT,
         expand(P.ROBUSTNESS, preset=PRESET),
         expand(P.MODEL, preset=PRESET, model=TRAINED),
+
+
+onerror:
+    # A job killed while it recorded its MLflow run leaves that run RUNNING: mark it FAILED.
+    from pipeline.tracking import fail_abandoned_runs
+
+    try:
+        failed = fail_abandoned_runs()
+        if failed:
+            print(f"MLflow: marked {len(failed)} run(s) of killed jobs FAILED")
+    except Exception as exc:  # the store must not hide the job's own error
+        print(f"MLflow: could not check for abandoned runs ({exc})")

@@ -64,12 +64,31 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_frozen(path, dev: torch.device | None = None) -> torch.nn.Module:
-    """A checkpoint as an attack target: on `dev`, in eval mode, parameters without gradients
-    (attacks differentiate with respect to the input only)."""
-    from advlab.models import load_checkpoint
+def load_model(preset: str, model_id: str):
+    """The trained model `model_id` of `preset` (CPU, eval mode) and its meta, refused unless it is
+    what its file name says: a checkpoint is self-describing, so a file copied from another model
+    or preset, or trained on other data, would otherwise load and be attacked under a wrong name."""
+    from advlab.models import CheckpointError, load_checkpoint
 
-    model, _ = load_checkpoint(path)
+    path = paths.path(paths.MODEL, preset=preset, model=model_id)
+    model, meta = load_checkpoint(path)
+    found = meta.get("model")
+    if found != model_id:
+        raise CheckpointError(f"{path}: holds model {found!r} (architecture {model.arch!r}), expected {model_id!r}; "
+                              f"rerun the stage that trains {model_id!r}")
+    if meta.get("preset") != preset:
+        raise CheckpointError(f"{path}: trained for preset {meta.get('preset')!r}, expected {preset!r}")
+    prepared = paths.path(paths.PREPARED_META, preset=preset)
+    if prepared.exists() and meta.get("data_checksum") != read_json(prepared)["checksum"]:
+        raise CheckpointError(f"{path}: trained on other data (checksum {str(meta.get('data_checksum'))[:12]}…) "
+                              f"than {prepared}; rerun its training stage")
+    return model, meta
+
+
+def load_frozen(preset: str, model_id: str, dev: torch.device | None = None) -> torch.nn.Module:
+    """A trained model as an attack target: on `dev`, in eval mode, parameters without gradients
+    (attacks differentiate with respect to the input only)."""
+    model, _ = load_model(preset, model_id)
     model = model.to(dev or device()).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -9,9 +9,8 @@ import pandas as pd
 import torch
 
 from advlab.attacks import ATTACKS
-from advlab.models import load_checkpoint
 from pipeline import paths
-from pipeline.artifacts import device, load_prepared
+from pipeline.artifacts import device, load_model, load_prepared
 from pipeline.io import save_tensors, write_csv, write_json
 from pipeline.stage import run_stage
 
@@ -42,7 +41,7 @@ def main(params: dict, args) -> dict:
     cfg = params["attacks"][attack_name]
     evalcfg = params["eval"]
     data = load_prepared(preset)
-    model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_name))
+    model, _ = load_model(preset, model_name)
     dev = device()
     model = model.to(dev).eval()
     for p in model.parameters():
@@ -55,6 +54,10 @@ def main(params: dict, args) -> dict:
     attack = ATTACKS[cfg["type"]]
     kwargs = attack_kwargs(cfg, params["seed"])
 
+    # Streaming: one batch of eval.batch_size points is on the device at a time, so the attack's
+    # working memory is bounded by that setting; the results land in one preallocated tensor
+    # (no list of chunks concatenated at the end, which would briefly hold them twice).
+    x_adv = torch.empty_like(x_all)
     chunks = []
     seconds = 0.0
     for start in range(0, n, evalcfg["batch_size"]):
@@ -72,8 +75,8 @@ def main(params: dict, args) -> dict:
         with torch.no_grad():
             adv_pred = model(result.x_adv).argmax(1)
         flat = x.flatten(1)
+        x_adv[start:start + len(x)] = result.x_adv.cpu()
         chunks.append({
-            "x_adv": result.x_adv.cpu(),
             "table": pd.DataFrame({
                 "index": torch.arange(start, start + len(x)).numpy(),
                 "label": y.cpu().numpy(),
@@ -92,7 +95,6 @@ def main(params: dict, args) -> dict:
             }),
         })
     table = pd.concat([c["table"] for c in chunks], ignore_index=True)
-    x_adv = torch.cat([c["x_adv"] for c in chunks])
     where = dict(preset=preset, model=model_name, attack=attack_name)
     save_tensors(paths.path(paths.ADV_EXAMPLES, **where), {"x_adv": x_adv, "index": torch.arange(n)})
     write_csv(paths.path(paths.ADV_TABLE, **where), table)

@@ -21,11 +21,10 @@ import torch
 
 from advlab.attacks import deepfool, fgsm_direction, fgsm_eps_for_rate, fgsm_minimal_eps, lbfgs
 from advlab.metrics import attack_summary
-from advlab.models import load_checkpoint
 from advlab.models.inference import accuracy
 from advlab.training import fine_tune
 from pipeline import paths
-from pipeline.artifacts import device, load_prepared
+from pipeline.artifacts import device, load_model, load_prepared
 from pipeline.io import write_csv, write_json
 from pipeline.stage import run_stage
 from pipeline.train import effective_train_config
@@ -60,7 +59,7 @@ def main(params: dict, args) -> dict:
     preset, name, cfg = params["preset"], args.model, params["deepfool_study"]
     dev = device()
     data = load_prepared(preset)
-    model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=name))
+    model, _ = load_model(preset, name)
     model = model.to(dev).eval()
     n = min(cfg["n_points"], len(data.x_test))
     x, y = data.x_test[:n].to(dev), data.y_test[:n].to(dev)

@@ -177,9 +177,11 @@ def stages() -> dict:
                                      P.ONEPIXEL_METRICS),
         "jsma_study": _per_model("jsma_study", "jsma_study.models", data, [P.JSMA_TABLE], P.JSMA_METRICS),
         "physical": _per_model("physical", "physical.models", data,
-                               [P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE], P.PHYSICAL_METRICS),
+                               [P.PHYSICAL_TABLE, P.PHYSICAL_ABLATION, P.PHYSICAL_TRACE, P.PHYSICAL_TIMING],
+                               P.PHYSICAL_METRICS),
         "uap": _per_model("uap", "uap.models", data,
-                          [P.UAP_PERTURBATIONS, P.UAP_TABLE, P.UAP_CURVE, P.UAP_LABELS, P.UAP_SPECTRUM], P.UAP_METRICS),
+                          [P.UAP_PERTURBATIONS, P.UAP_TABLE, P.UAP_CURVE, P.UAP_LABELS, P.UAP_SPECTRUM, P.UAP_TIMING],
+                          P.UAP_METRICS),
         "uap_study": {
             "cmd": "python -m pipeline.uap_study",
             # the models it loads are a params-chosen list (uap_study.cross and three keys): DVC
@@ -187,7 +189,7 @@ def stages() -> dict:
             "deps": dag.code_deps("uap_study") + data + [_t(P.MODEL).rsplit("/", 1)[0],
                                                           _t(P.UAP_TABLE).split("/{model}")[0]],
             "params": dag.param_keys("uap_study"),
-            "outs": [_t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY)],
+            "outs": [_t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY), _t(P.UAP_STUDY_TIMING)],
             "metrics": [_metric(_t(P.UAP_STUDY_METRICS))],
         },
         "report": {

@@ -11,10 +11,9 @@ import pandas as pd
 import torch
 
 from advlab.metrics import attack_summary
-from advlab.models import load_checkpoint
 from advlab.models.inference import accuracy
 from pipeline import paths
-from pipeline.artifacts import load_prepared
+from pipeline.artifacts import load_model, load_prepared
 from pipeline.io import read_json, write_csv, write_json
 from pipeline.stage import run_stage
 
@@ -24,7 +23,7 @@ def main(params: dict, args) -> dict:
     data = load_prepared(preset)
     robustness, timing, rows = {}, {}, []
     for model_name in params["eval"]["models"]:
-        model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=model_name))
+        model, _ = load_model(preset, model_name)
         model.eval()
         with torch.no_grad():
             clean = accuracy(model, data.x_test, data.y_test, batch_size=1000)

@@ -39,7 +39,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, name = params["preset"], params["jsma_study"], args.model
     dev = device()
     data = load_prepared(preset)
-    model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
+    model = load_frozen(preset, name, dev)
     c = data.num_classes
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
     pred = predict(model, x_test).to(dev)

@@ -35,7 +35,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, model_name = params["preset"], params["kurakin"], args.model
     dev = device()
     data = load_prepared(preset)
-    model = load_frozen(paths.path(paths.MODEL, preset=preset, model=model_name), dev)
+    model = load_frozen(preset, model_name, dev)
     n = min(cfg["n_points"], len(data.x_test))
     x_all, y_all = data.x_test[:n], data.y_test[:n]
     batches = [(x_all[s:s + cfg["batch_size"]].to(dev), y_all[s:s + cfg["batch_size"]].to(dev))

@@ -130,7 +130,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, seed = params["preset"], params["obfuscated"], params["seed"]
     dev = device()
     data = load_prepared(preset)
-    natural = load_frozen(paths.path(paths.MODEL, preset=preset, model=cfg["model"]), dev)
+    natural = load_frozen(preset, cfg["model"], dev)
     thermo_clf, thermo_meta = load_checkpoint(paths.path(paths.THERMO_MODEL, preset=preset))
     thermo_clf = thermo_clf.to(dev).eval()
     for p in thermo_clf.parameters():

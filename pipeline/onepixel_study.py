@@ -30,7 +30,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, name, seed = params["preset"], params["onepixel_study"], args.model, params["seed"]
     dev = device()
     data = load_prepared(preset)
-    model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
+    model = load_frozen(preset, name, dev)
     x_test, y_test = data.x_test.to(dev), data.y_test.to(dev)
     pred = predict(model, x_test).to(dev)
     origin_acc = float((pred == y_test).float().mean())

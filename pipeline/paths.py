@@ -84,6 +84,8 @@ PHYSICAL_TABLE = "results/{preset}/physical/{model}/destruction.csv"
 PHYSICAL_ABLATION = "results/{preset}/physical/{model}/ablation.csv"
 PHYSICAL_TRACE = "results/{preset}/physical/{model}/trace.pt"
 PHYSICAL_METRICS = "metrics/{preset}/physical/{model}.json"
+# wall times stay out of the metrics JSON, which is bit-identical across runs on CPU
+PHYSICAL_TIMING = "results/{preset}/physical/{model}/timing.json"
 
 # Papernot et al. 2016: JSMA success, hardness and adversarial distance, per model.
 JSMA_TABLE = "results/{preset}/jsma_study/{model}.csv"
@@ -96,11 +98,17 @@ UAP_CURVE = "results/{preset}/uap/{model}/curve.csv"
 UAP_LABELS = "results/{preset}/uap/{model}/labels.csv"
 UAP_SPECTRUM = "results/{preset}/uap/{model}/spectrum.csv"
 UAP_METRICS = "metrics/{preset}/uap/{model}.json"
+UAP_TIMING = "results/{preset}/uap/{model}/timing.json"
 # ... and across models: the cross-model matrix, fine-tuning on UAPs, gradients along PGD trajectories.
 UAP_CROSS = "results/{preset}/uap_study/cross_model.csv"
 UAP_FINETUNE = "results/{preset}/uap_study/finetune.csv"
 UAP_TRAJECTORY = "results/{preset}/uap_study/trajectories.csv"
 UAP_STUDY_METRICS = "metrics/{preset}/uap_study.json"
+UAP_STUDY_TIMING = "results/{preset}/uap_study/timing.json"
+
+# Resume points of fits killed mid-training (ADVLAB_RESUME=1 continues them): scratch, no stage's
+# output, removed when the fit finishes; in .gitignore and .dvcignore.
+RESUME_DIR = "checkpoints/{preset}/{stage}/{model}"
 
 REPORT = "reports/report.md"
 FIGURES = "reports/figures"

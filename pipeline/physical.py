@@ -60,7 +60,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, name, seed = params["preset"], params["physical"], args.model, params["seed"]
     dev = device()
     data = load_prepared(preset)
-    model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
+    model = load_frozen(preset, name, dev)
     chain = PrintPhoto.from_params(cfg["print_photo"])  # fails on a bad key before any work
     eot_chain = PrintPhoto.from_params(cfg["print_photo"], seed=seed + 1, differentiable=True)
     n = min(cfg["n_points"], len(data.x_test))
@@ -122,7 +122,8 @@ def main(params: dict, args) -> dict:
         for key in ("average_top1", "average_top5", "prefiltered_top1", "prefiltered_top5"):
             metrics[f"{r['method']}.{r['eps_255']:g}.{key}"] = r[key]
     write_json(paths.path(paths.PHYSICAL_METRICS, preset=preset, model=name),
-               {"model": name, "n_points": n, "destruction": metrics, "seconds": timings})
+               {"model": name, "n_points": n, "destruction": metrics})
+    write_json(paths.path(paths.PHYSICAL_TIMING, preset=preset, model=name), {"seconds": timings})
     return {"params": {"model": name, "physical": cfg, "seed": seed}, "metrics": metrics,
             "artifacts": [paths.path(paths.PHYSICAL_TABLE, preset=preset, model=name),
                           paths.path(paths.PHYSICAL_ABLATION, preset=preset, model=name)]}

@@ -38,7 +38,15 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
         return 2
     threads = set_threads(threads)
     started = time.perf_counter()
-    record = body(params, args)
+    try:
+        record = body(params, args)
+    except (ValueError, OSError) as exc:
+        # Bad input (data, checkpoints, files) or environment (offline, disk full): the message names it. Outputs are written
+        # atomically and MLflow only after success, so nothing half-made is left behind.
+        if os.environ.get("ADVLAB_DEBUG") == "1":
+            raise
+        print(f"error: {name}: {exc}\n(ADVLAB_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - started
     if record is not None:
         from pipeline.tracking import log_stage_run

@@ -30,7 +30,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, seed = params["preset"], params["substitute"], params["seed"]
     dev = device()
     data = load_prepared(preset)
-    oracle_model = load_frozen(paths.path(paths.MODEL, preset=preset, model=cfg["oracle"]), dev)
+    oracle_model = load_frozen(preset, cfg["oracle"], dev)
     oracle = LabelOracle(oracle_model)
     n_seed = cfg["n_seed"]
     if n_seed >= len(data.x_test):

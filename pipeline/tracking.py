@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -54,6 +55,64 @@ def flatten(params: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def _writer() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _abandoned(run, uri: str) -> bool:
+    """A RUNNING run of ours whose writer can no longer finish it.
+
+    Writers hold the store's lock from create_run to set_terminated. For a SQLite store the lock
+    file sits beside the database, so every writer on every host shares it, and a RUNNING run seen
+    under the lock was left by a killed writer. Other stores' locks are per checkout: there only a
+    run whose writer was on this host and is gone is known to be abandoned.
+    """
+    writer = run.data.tags.get("advlab.writer")
+    if writer is None:
+        return False
+    if uri.startswith("sqlite:///"):
+        return True
+    host, _, pid = writer.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+
+def _fail_abandoned(client, uri: str, experiment_ids: list[str]) -> list[str]:
+    """Mark abandoned runs FAILED (call with the lock held); returns their ids."""
+    failed = []
+    if not experiment_ids:
+        return failed
+    for run in client.search_runs(experiment_ids, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        if _abandoned(run, uri):
+            client.set_tag(run.info.run_id, "advlab.failure", "its stage was killed while recording the run")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            failed.append(run.info.run_id)
+    return failed
+
+
+def fail_abandoned_runs(uri: str | None = None) -> list[str]:
+    """Mark FAILED the runs of stages killed while recording them (Snakemake calls this on error;
+    every stage's own recording does it too). Returns the ids marked."""
+    uri = uri or tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return []
+    from filelock import FileLock
+    from mlflow.tracking import MlflowClient
+
+    with FileLock(str(_lock_path(uri)), timeout=LOCK_TIMEOUT_S):
+        client = MlflowClient(tracking_uri=uri)
+        return _fail_abandoned(client, uri, [e.experiment_id for e in client.search_experiments()])
+
+
 def _experiment_id(client, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
@@ -90,6 +149,7 @@ def log_stage_run(
         "advlab.preset": str(params_all.get("preset")),
         "mlflow.source.git.commit": git_commit(),
         "mlflow.source.name": f"pipeline.{stage}",
+        "advlab.writer": _writer(),
         **(tags or {}),
     }
     run_name = ":".join([stage] + [str((tags or {})[k]) for k in ("advlab.model", "advlab.attack") if k in (tags or {})])
@@ -104,6 +164,7 @@ def log_stage_run(
     with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
         client = MlflowClient(tracking_uri=uri)
         exp_id = _experiment_id(client, params_all["mlflow"]["experiment"])
+        _fail_abandoned(client, uri, [exp_id])
         run = client.create_run(exp_id, run_name=run_name,
                                 tags={k: str(v) for k, v in all_tags.items()})
         run_id = run.info.run_id
@@ -123,3 +184,12 @@ def log_stage_run(
             raise
         client.set_terminated(run_id, status="FINISHED")
     return run_id
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--fail-abandoned"]:
+        sys.exit("usage: python -m pipeline.tracking --fail-abandoned")
+    ids = fail_abandoned_runs()
+    print(f"marked {len(ids)} abandoned MLflow run(s) FAILED" + (f": {', '.join(ids)}" if ids else ""))

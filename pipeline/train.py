@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import tempfile
 
@@ -10,7 +11,7 @@ from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
 from pipeline import paths
 from pipeline.artifacts import Prepared, load_prepared
-from pipeline.io import write_csv, write_json
+from pipeline.io import remove_stale_temporaries, write_csv, write_json
 from pipeline.stage import run_stage
 
 
@@ -28,6 +29,17 @@ def optimizer_kwargs(cfg: dict) -> dict:
             "weight_decay": cfg["weight_decay"],
             "lr_schedule": None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
             "accelerator": cfg["accelerator"]}
+
+
+def resume_point(params: dict, stage: str, model_id: str, data: Prepared, seed: int, **described) -> dict:
+    """Keyword arguments of advlab's fit functions for a resumable fit: its resume folder
+    checkpoints/<preset>/<stage>/<model_id> (scratch: no stage's output, emptied when the fit ends),
+    whether to continue from it (ADVLAB_RESUME=1), and the stage's description of the fit (a resume
+    point of another description is discarded with a warning)."""
+    return {"resume_dir": paths.path(paths.RESUME_DIR, preset=params["preset"], stage=stage, model=model_id),
+            "resume": os.environ.get("ADVLAB_RESUME") == "1",
+            "fingerprint": {"stage": stage, "model": model_id, "seed": seed, "data_checksum": data.meta["checksum"],
+                            **described}}
 
 
 def new_model(arch: str, data: Prepared, seed: int):
@@ -65,7 +77,9 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
     }
     meta = {"preset": preset, "model": model_id, "training": training, "dataset": data.meta["dataset"],
             "data_checksum": data.meta["checksum"], "seed": seed, "train": cfg, **metrics}
-    save_checkpoint(paths.path(model_pat, preset=preset, model=model_id), model, meta)
+    checkpoint = paths.path(model_pat, preset=preset, model=model_id)
+    remove_stale_temporaries(checkpoint)  # a killed writer's leftover (save_checkpoint writes atomically)
+    save_checkpoint(checkpoint, model, meta)
     # Wall time stays out of the metrics JSON (deterministic); it is the history's `seconds` column.
     write_json(paths.path(metrics_pat, preset=preset, model=model_id), metrics)
     history = result.history
@@ -79,14 +93,16 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
     }
 
 
-def fit_natural(params: dict, name: str, data: Prepared, seed: int):
-    """Natural training of architecture `name` with `seed`: (model, result, cfg)."""
+def fit_natural(params: dict, name: str, data: Prepared, seed: int, stage: str = "train"):
+    """Natural training of architecture `name` with `seed`: (model, result, cfg). `stage` names the
+    resume folder (train_copy trains the same recipe with another seed)."""
     cfg = effective_train_config(params["train"], name)
     model = new_model(name, data, seed)
     datamodule = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
                                  batch_size=cfg["batch_size"], seed=seed)
     with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
-        result = fit_classifier(model, datamodule, seed=seed, log_dir=log_dir, **optimizer_kwargs(cfg))
+        result = fit_classifier(model, datamodule, seed=seed, log_dir=log_dir, **optimizer_kwargs(cfg),
+                                **resume_point(params, stage, name, data, seed, train=cfg))
     return model, result, cfg
 
 

@@ -25,9 +25,9 @@ def main(params: dict, args) -> dict:
     data = load_prepared(params["preset"])
     arch, _, defense = name.partition("-")
     if defense:
-        model, result, cfg, extra, stage_params = fit_defended(params, arch, defense, data, seed)
+        model, result, cfg, extra, stage_params = fit_defended(params, arch, defense, data, seed, stage="train_copy")
     else:
-        (model, result, cfg), extra, stage_params = fit_natural(params, arch, data, seed), {}, None
+        (model, result, cfg), extra, stage_params = fit_natural(params, arch, data, seed, stage="train_copy"), {}, None
     record = save_trained(params, name, model, result, data, cfg, training=defense or "natural",
                           extra_metrics=extra, stage_params=stage_params, outputs=OUTPUTS, seed=seed)
     record.setdefault("tags", {})["advlab.model"] = name

@@ -16,22 +16,24 @@ import tempfile
 from advlab.training import ArrayDataModule, fit_adversarial, fit_distillation
 from pipeline.artifacts import load_prepared
 from pipeline.stage import run_stage
-from pipeline.train import effective_train_config, new_model, optimizer_kwargs, save_trained
+from pipeline.train import effective_train_config, new_model, optimizer_kwargs, resume_point, save_trained
 
 
-def fit_defended(params: dict, arch: str, defense: str, data, seed: int):
-    """Train `arch` with `defense` and `seed`: (model, result, cfg, extra metrics, MLflow params)."""
+def fit_defended(params: dict, arch: str, defense: str, data, seed: int, stage: str = "train_defense"):
+    """Train `arch` with `defense` and `seed`: (model, result, cfg, extra metrics, MLflow params).
+    `stage` names the resume folder (train_copy trains the same recipe with another seed)."""
     dcfg = params["defenses"][defense]
     cfg = effective_train_config(params["train"], arch, epochs=dcfg["epochs"])
     model = new_model(arch, data, seed)
     stage_params = {"model": arch, "defense": defense, "seed": seed, "train": cfg, defense: dcfg}
+    resume = resume_point(params, stage, f"{arch}-{defense}", data, seed, train=cfg, defense=dcfg)
     with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
         if defense == "distilled":
             teacher = new_model(arch, data, seed)  # same initial weights, as in Carlini's re-implementation
             teacher_result, result = fit_distillation(
                 teacher, model, data.x_train, data.y_train, temperature=dcfg["temperature"],
                 val_fraction=cfg["val_fraction"], batch_size=cfg["batch_size"], seed=seed, log_dir=log_dir,
-                **optimizer_kwargs(cfg))
+                **optimizer_kwargs(cfg), **resume)
             extra = {"temperature": float(dcfg["temperature"]),
                      "teacher_best_val_accuracy": float(teacher_result.best_val_acc)}
         else:
@@ -42,7 +44,7 @@ def fit_defended(params: dict, arch: str, defense: str, data, seed: int):
             result = fit_adversarial(
                 model, datamodule, norm=dcfg["norm"], eps=dcfg["eps"], step_size=dcfg["step_size"],
                 mix_clean=dcfg["mix_clean"], eps_warmup_epochs=dcfg["eps_warmup_epochs"], seed=seed,
-                log_dir=log_dir, **attack, **optimizer_kwargs(cfg))
+                log_dir=log_dir, **attack, **optimizer_kwargs(cfg), **resume)
             extra = {"train_eps": float(dcfg["eps"])}
     return model, result, cfg, extra, stage_params
 

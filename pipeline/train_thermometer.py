@@ -18,9 +18,9 @@ from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
 from pipeline import paths
 from pipeline.artifacts import load_prepared
-from pipeline.io import write_csv, write_json
+from pipeline.io import remove_stale_temporaries, write_csv, write_json
 from pipeline.stage import run_stage
-from pipeline.train import effective_train_config, optimizer_kwargs
+from pipeline.train import effective_train_config, optimizer_kwargs, resume_point
 
 
 def main(params: dict, args) -> dict:
@@ -34,7 +34,9 @@ def main(params: dict, args) -> dict:
     dm = ArrayDataModule(data.x_train, data.y_train, val_fraction=cfg["val_fraction"],
                          batch_size=cfg["batch_size"], seed=seed)
     with tempfile.TemporaryDirectory(prefix="advlab-thermo-") as log_dir:
-        result = fit_classifier(model, dm, seed=seed, log_dir=log_dir, **optimizer_kwargs(cfg))
+        result = fit_classifier(model, dm, seed=seed, log_dir=log_dir, **optimizer_kwargs(cfg),
+                                **resume_point(params, "train_thermometer", "thermometer", data, seed, train=cfg,
+                                               thermometer=tcfg))
     model.load_state_dict(result.best_state_dict)
     model = model.cpu().eval()
     test_acc = accuracy(model, data.x_test, data.y_test, batch_size=1000)
@@ -42,6 +44,7 @@ def main(params: dict, args) -> dict:
     meta = {"preset": preset, "model": f"{tcfg['arch']}-thermometer", "training": "natural on thermometer codes",
             "levels": tcfg["levels"], "relax_shift": tcfg["relax_shift"], "data_checksum": data.meta["checksum"],
             "seed": seed, "train": cfg, **metrics}
+    remove_stale_temporaries(paths.path(paths.THERMO_MODEL, preset=preset))  # a killed writer's leftover
     save_checkpoint(paths.path(paths.THERMO_MODEL, preset=preset), model.classifier, meta)
     write_json(paths.path(paths.THERMO_METRICS, preset=preset), metrics)
     write_csv(paths.path(paths.THERMO_HISTORY, preset=preset), result.history)

@@ -20,7 +20,7 @@ from advlab.training import ArrayDataModule, fit_classifier, pretrain_autoencode
 from pipeline import paths
 from pipeline.artifacts import load_prepared
 from pipeline.stage import run_stage
-from pipeline.train import new_model, save_trained
+from pipeline.train import new_model, resume_point, save_trained
 
 OUTPUTS = (paths.TRANSFER_MODEL.replace("{tmodel}", "{model}"),
            paths.TRANSFER_TRAIN_METRICS.replace("{tmodel}", "{model}"),
@@ -61,7 +61,8 @@ def main(params: dict, args) -> dict:
                                 optimizer=cfg["optimizer"], momentum=cfg["momentum"],
                                 weight_decay=cfg["weight_decay"],
                                 lr_schedule=None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
-                                accelerator=cfg["accelerator"])
+                                accelerator=cfg["accelerator"],
+                                **resume_point(params, "train_transfer", name, data, seed, train=cfg, spec=spec))
     model.load_state_dict(result.best_state_dict)
     extra["train_error"] = 1 - accuracy(model.eval(), x, y)
     record = save_trained(params, name, model, result, data, cfg, training=f"transfer:{spec['arch']}",

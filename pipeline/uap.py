@@ -87,7 +87,7 @@ def main(params: dict, args) -> dict:
     preset, cfg, name, seed = params["preset"], params["uap"], args.model, params["seed"]
     dev = device()
     data = load_prepared(preset)
-    model = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
+    model = load_frozen(preset, name, dev)
     x = data.x_train[: cfg["n_build"]].to(dev)
     xt = data.x_test[: cfg["n_test"]].to(dev)
     pred_x, pred_t = predict(model, x), predict(model, xt)
@@ -124,7 +124,7 @@ def main(params: dict, args) -> dict:
                            if row["norm"] == norm and row["perturbation"] == "random (sphere)")  # fmt: skip
         metrics.update({f"{norm}.xi": xi, f"{norm}.fooling_train": uap_train, f"{norm}.fooling_test": uap_test,
                         f"{norm}.random_test": random_test, f"{norm}.best_baseline_test": best["fooling_test"],
-                        f"{norm}.passes": r.passes, f"{norm}.build_seconds": r.seconds,
+                        f"{norm}.passes": r.passes,
                         f"{norm}.norm": r.norm, f"{norm}.reached_target": uap_train >= 1 - cfg["delta"]})  # fmt: skip
         matrix = fooled_labels(model, xt, r.v, clean_pred=pred_t, num_classes=num_classes)
         labels += [{"norm": norm, "xi": xi, "clean": i, "perturbed": j, "count": int(matrix[i, j])}
@@ -160,9 +160,10 @@ def main(params: dict, args) -> dict:
     write_csv(paths.path(paths.UAP_SPECTRUM, preset=preset, model=name), spectrum)
     save_tensors(paths.path(paths.UAP_PERTURBATIONS, preset=preset, model=name), tensors)
     write_json(paths.path(paths.UAP_METRICS, preset=preset, model=name),
-               {"model": name, "n_build": len(x), "n_test": len(xt), "delta": cfg["delta"], "uap": metrics,
-                "seconds": timings})  # fmt: skip
+               {"model": name, "n_build": len(x), "n_test": len(xt), "delta": cfg["delta"], "uap": metrics})  # fmt: skip
+    write_json(paths.path(paths.UAP_TIMING, preset=preset, model=name), {"seconds": timings})
     logged = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+    logged.update({f"{norm}.build_seconds": timings[f"{norm}.build"] for norm in cfg["norms"]})
     return {"params": {"model": name, "uap": cfg, "seed": seed}, "metrics": logged,
             "artifacts": [paths.path(paths.UAP_TABLE, preset=preset, model=name),
                           paths.path(paths.UAP_CURVE, preset=preset, model=name)]}  # fmt: skip

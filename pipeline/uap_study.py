@@ -27,10 +27,10 @@ import torch
 
 from advlab.analysis import alignment, pgd_gradients
 from advlab.attacks.uap import fooling_rate, perturb
-from advlab.models import accuracy, load_checkpoint, predict
+from advlab.models import accuracy, predict
 from advlab.training import fine_tune
 from pipeline import paths
-from pipeline.artifacts import device, load_frozen, load_prepared
+from pipeline.artifacts import device, load_frozen, load_model, load_prepared
 from pipeline.io import load_tensors, write_csv, write_json
 from pipeline.stage import run_stage
 from pipeline.train import effective_train_config
@@ -38,7 +38,7 @@ from pipeline.uap import build
 
 
 def cross_model(preset: str, cfg: dict, xt: torch.Tensor, dev) -> list[dict]:
-    models = {m: load_frozen(paths.path(paths.MODEL, preset=preset, model=m), dev) for m in cfg["cross"]}
+    models = {m: load_frozen(preset, m, dev) for m in cfg["cross"]}
     preds = {m: predict(net, xt) for m, net in models.items()}
     rows = []
     for source in cfg["cross"]:
@@ -55,7 +55,7 @@ def cross_model(preset: str, cfg: dict, xt: torch.Tensor, dev) -> list[dict]:
 def finetune_rounds(params: dict, x_build, x_train, y_train, xt, yt, dev) -> list[dict]:
     ucfg, ft, seed = params["uap"], params["uap_study"]["finetune"], params["seed"]
     xi = float(ucfg["norms"][ft["norm"]]["xi"])
-    net, _ = load_checkpoint(paths.path(paths.MODEL, preset=params["preset"], model=ft["model"]))  # trainable
+    net, _ = load_model(params["preset"], ft["model"])  # trainable
     net = net.to(dev).eval()
     arch = ft["model"].split("-")[0]
     tcfg = effective_train_config(params["train"], arch)
@@ -98,7 +98,7 @@ def trajectories(preset: str, cfg: dict, xt, yt, dev) -> pd.DataFrame:
     frames = []
     for role in ("natural", "robust"):
         name = cfg[role]
-        net = load_frozen(paths.path(paths.MODEL, preset=preset, model=name), dev)
+        net = load_frozen(preset, name, dev)
         grads = pgd_gradients(net, xt[:n], yt[:n], eps=tc["eps"], steps=tc["steps"], step_size=tc["step_size"],
                               norm=tc["norm"])  # fmt: skip
         cos = alignment(grads, yt[:n])  # the class's average final gradient
@@ -155,7 +155,8 @@ def main(params: dict, args) -> dict:
     write_csv(paths.path(paths.UAP_CROSS, preset=preset), cross)
     write_csv(paths.path(paths.UAP_FINETUNE, preset=preset), finetune)
     write_csv(paths.path(paths.UAP_TRAJECTORY, preset=preset), traj)
-    write_json(paths.path(paths.UAP_STUDY_METRICS, preset=preset), {"metrics": metrics, "seconds": timings})
+    write_json(paths.path(paths.UAP_STUDY_METRICS, preset=preset), {"metrics": metrics})
+    write_json(paths.path(paths.UAP_STUDY_TIMING, preset=preset), {"seconds": timings})
     return {"params": {"uap_study": cfg, "uap": ucfg, "seed": params["seed"]}, "metrics": metrics,
             "artifacts": [paths.path(paths.UAP_CROSS, preset=preset), paths.path(paths.UAP_FINETUNE, preset=preset)]}
 

@@ -16,9 +16,8 @@ import pandas as pd
 import torch
 
 from advlab.analysis import label_purity, layer_activations, random_directions, top_activating
-from advlab.models import load_checkpoint
 from pipeline import paths
-from pipeline.artifacts import load_prepared
+from pipeline.artifacts import load_model, load_prepared
 from pipeline.io import write_csv, write_json
 from pipeline.stage import run_stage
 
@@ -26,7 +25,7 @@ from pipeline.stage import run_stage
 def main(params: dict, args) -> dict:
     preset, cfg, seed = params["preset"], params["units"], params["seed"]
     data = load_prepared(preset)
-    model, _ = load_checkpoint(paths.path(paths.MODEL, preset=preset, model=cfg["model"]))
+    model, _ = load_model(preset, cfg["model"])
     model.eval()
     acts = layer_activations(model, data.x_test, cfg["layer"]).flatten(1)
     gen = torch.Generator().manual_seed(seed)

@@ -106,3 +106,33 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# -- the fault-injection suite's tally ------------------------------------------------------------
+
+FAULT_KINDS = {"faults_bad_input": "bad-input", "faults_interruption": "interruption",
+               "faults_concurrency": "concurrency"}
+_fault_outcomes: dict[str, dict[str, int]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Count each fault-injection case once, by its outcome (a failed set-up counts as failed)."""
+    kinds = [k for k in FAULT_KINDS if k in report.keywords]
+    if not kinds or (report.when != "call" and report.passed):
+        return
+    outcome = "skipped" if report.skipped else ("failed" if report.failed else "passed")
+    for kind in kinds:
+        tally = _fault_outcomes.setdefault(kind, {"passed": 0, "failed": 0, "skipped": 0})
+        tally[outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _fault_outcomes:
+        return
+    terminalreporter.section("fault-injection suite")
+    for kind, label in FAULT_KINDS.items():
+        tally = _fault_outcomes.get(kind)
+        if tally:
+            tried = sum(tally.values())
+            terminalreporter.write_line(f"{label}: {tried} cases tried, {tally['passed']} ended as specified, "
+                                        f"{tally['failed']} failed, {tally['skipped']} skipped")

@@ -59,6 +59,7 @@ def test_schema_model_names_match_registry():
     assert sorted(schema["$defs"]["model_name"]["enum"]) == sorted(MODEL_NAMES)
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize(
     "mutate, expected",
     [
@@ -120,11 +121,13 @@ def test_bad_params_name_the_key(params, mutate, expected):
     assert expected in str(err.value)
 
 
+@pytest.mark.faults_bad_input
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ParamsError, match=r"unknown preset 'tiny' \(available: cifar10, mnist, mnist5k, mnist_cpu, smoke\)"):
         preset_path("tiny")
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize(
     "edit, expected",
     [
@@ -155,6 +158,7 @@ def test_malformed_params_stop_snakemake_fast_and_write_nothing(tmp_path, edit, 
     assert not (project / "mlflow.db").exists()
 
 
+@pytest.mark.faults_bad_input
 def test_stage_command_refuses_bad_params_before_work(tmp_path):
     project = project_copy(tmp_path / "p")
     (project / "params.yaml").write_text((project / "params.yaml").read_text().replace("seed: 0", "seed: -3"))

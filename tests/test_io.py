@@ -43,6 +43,7 @@ class _Boom:
         return (os.system, ("touch /tmp/advlab-pwned",))
 
 
+@pytest.mark.faults_bad_input
 def test_pickle_bearing_tensor_file_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as fh:

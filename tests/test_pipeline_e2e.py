@@ -108,12 +108,14 @@ def test_dvc_builds_everything_then_nothing(dvc_run):
 
 
 def test_snakemake_and_dvc_outputs_agree(snake_run, dvc_run):
+    """Two independent runs of the same params and seed (one per orchestrator) on CPU: every metrics
+    JSON is bit-identical. Only metrics/<preset>/timing.json holds wall times, by design."""
     snake, dvc = snake_run[0], dvc_run[0]
-    for rel in ["metrics/smoke/robustness.json", "metrics/smoke/train/lenet.json",
-                "metrics/smoke/train/fc100_100.json", "data/prepared/smoke/meta.json",
-                "metrics/smoke/madry_table.json", "metrics/smoke/deepfool_study/fc100_100.json",
-                "metrics/smoke/transfer.json", "metrics/smoke/units.json"]:
-        assert json.loads((snake / rel).read_text()) == json.loads((dvc / rel).read_text()), rel
+    found = sorted(str(p.relative_to(snake)) for p in (snake / "metrics").rglob("*.json"))
+    assert len(found) >= 30 and sorted(str(p.relative_to(dvc)) for p in (dvc / "metrics").rglob("*.json")) == found
+    differ = [rel for rel in found + ["data/prepared/smoke/meta.json"]
+              if rel != "metrics/smoke/timing.json" and (snake / rel).read_bytes() != (dvc / rel).read_bytes()]
+    assert differ == []
     for rel in ["results/smoke/attacks/lenet/deepfool.csv", "results/smoke/attacks/fc100_100/pgd.csv"]:
         assert (snake / rel).read_bytes() == (dvc / rel).read_bytes(), rel
 

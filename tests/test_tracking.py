@@ -4,10 +4,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, stage_env
 
 _LOG_ONE = r"""
 import sys
+
+import pytest
 from pipeline.config import load_params
 from pipeline.tracking import log_stage_run
 params = load_params()
@@ -17,6 +21,7 @@ log_stage_run("attack", params_all=params, params={"attack": {"eps": 0.1}, "i": 
 """
 
 
+@pytest.mark.faults_concurrency
 def test_parallel_stages_all_record_their_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = stage_env(MLFLOW_TRACKING_URI=uri)

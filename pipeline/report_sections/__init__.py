@@ -4,8 +4,8 @@ SECTIONS) without touching the others."""
 from __future__ import annotations
 
 from pipeline.report_sections import (cw, deepfool_table, defenses, figures, jsma, kurakin, madry_table, obfuscated,
-                                      onepixel, overview, physical, robustness, substitute, training, transfer,
-                                      uap, units)
+                                      onepixel, overview, physical, reproducibility, robustness, substitute, training,
+                                      transfer, uap, units)
 
 SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, kurakin, jsma, cw,
-            onepixel, substitute, obfuscated, physical, uap, figures]
+            onepixel, substitute, obfuscated, physical, uap, reproducibility, figures]

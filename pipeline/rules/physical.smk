@@ -13,6 +13,7 @@ rule physical:
         ablation=P.PHYSICAL_ABLATION,
         trace=P.PHYSICAL_TRACE,
         metrics=P.PHYSICAL_METRICS,
+        timing=P.PHYSICAL_TIMING,
     params:
         values=lambda wc: dag.param_values(config, "physical"),
     resources:

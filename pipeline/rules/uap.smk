@@ -15,6 +15,7 @@ rule uap:
         labels=P.UAP_LABELS,
         spectrum=P.UAP_SPECTRUM,
         metrics=P.UAP_METRICS,
+        timing=P.UAP_TIMING,
     params:
         values=lambda wc: dag.param_values(config, "uap"),
     resources:
@@ -41,6 +42,7 @@ rule uap_study:
         finetune=P.UAP_FINETUNE,
         trajectories=P.UAP_TRAJECTORY,
         metrics=P.UAP_STUDY_METRICS,
+        timing=P.UAP_STUDY_TIMING,
     params:
         values=lambda wc: dag.param_values(config, "uap_study"),
     resources:

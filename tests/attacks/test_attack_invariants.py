@@ -102,6 +102,7 @@ def test_model_state_untouched_and_works_under_no_grad(name, fresh_cnn):
     assert model.training is True
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize("name", list(CASES))
 @pytest.mark.parametrize(
     "bad, match",
@@ -119,12 +120,14 @@ def test_bad_input_raises(name, bad, match, cnn):
         run(name, cnn.model, x, y)
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize("name", list(CASES))
 def test_label_length_mismatch_raises(name, cnn):
     with pytest.raises(ValueError, match="entries"):
         run(name, cnn.model, cnn.x[:4], cnn.y[:3])
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize("attack", [fgsm, pgd])
 def test_target_equal_to_label_raises(attack, cnn):
     x, y = cnn.x[:4], cnn.y[:4]
@@ -134,6 +137,7 @@ def test_target_equal_to_label_raises(attack, cnn):
         attack(cnn.model, x, y, 0.1, target=target)
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize(
     "call, match",
     [

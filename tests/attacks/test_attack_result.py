@@ -42,6 +42,7 @@ X = torch.full((3, 1, 4, 4), 0.5)
 Y = torch.tensor([0, 1, 2])
 
 
+@pytest.mark.faults_bad_input
 @pytest.mark.parametrize(
     "x, y, target, match",
     [

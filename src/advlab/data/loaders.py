@@ -17,6 +17,16 @@ MNIST5K_SIZE = 5000
 MNIST5K_DEFAULT_SPLIT = (4000, 1000)
 DIGITS = tuple(str(d) for d in range(10))
 
+# sha256 of the four uncompressed MNIST files torchvision keeps under <root>/MNIST/raw. torchvision
+# checks its downloads' md5 but never rereads the extracted files: a truncated or altered one
+# would otherwise fail deep inside its parser, or load silently wrong.
+MNIST_RAW_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+
 
 def load_dataset(
     name: str,
@@ -120,6 +130,8 @@ def _load_torchvision(
         )
     cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
     root = Path(root)
+    if name == "mnist":
+        _verify_mnist_raw(root / "MNIST" / "raw")
     splits = {}
     for train in (True, False):
         try:
@@ -127,12 +139,13 @@ def _load_torchvision(
         except Exception as exc:  # torchvision raises RuntimeError / URLError / OSError
             if not download:
                 expected = root / "MNIST" / "raw" if name == "mnist" else root / "cifar-10-batches-py"
+                # torchvision says "not found or corrupted" for CIFAR-10's md5-checked batches too
                 raise FileNotFoundError(
-                    f"{name} files not found under {root.resolve()} (torchvision expects them in "
+                    f"{name} files missing or corrupted under {root.resolve()} (torchvision expects them in "
                     f"{expected.resolve()}). Fix: set data.root to a directory that has them, or "
                     f"set download: true (download=True) on a machine that is online."
                 ) from exc
-            raise RuntimeError(
+            raise ConnectionError(
                 f"could not download {name} into {root.resolve()}: {exc}. Fix: go online, or "
                 f"copy the torchvision files there and set data.root to it."
             ) from exc
@@ -151,6 +164,32 @@ def _load_torchvision(
         name=name,
         classes=classes,
     )
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify_mnist_raw(raw: Path) -> None:
+    """Refuse MNIST raw files whose sha256 is not the published data's (absent ones are left to
+    torchvision: it downloads them, or says they are missing)."""
+    for file, expected in MNIST_RAW_SHA256.items():
+        path = raw / file
+        if not path.is_file():
+            continue
+        found = _sha256(path)
+        if found != expected:
+            raise ValueError(
+                f"{path.resolve()}: checksum mismatch (sha256 {found[:16]}…, expected {expected[:16]}…, "
+                f"{path.stat().st_size} bytes): the file is truncated or altered. Fix: delete it and "
+                f"download again (data.download: true, online), or copy an intact one there."
+            )
 
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

@@ -9,6 +9,8 @@ Layout (plain types and tensors only)::
 from __future__ import annotations
 
 import os
+import re
+import socket
 import uuid
 from pathlib import Path
 
@@ -45,7 +47,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so the rename is atomic; "x" mode: never clobber another writer's file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # `.<name>.<host>-<pid>.` names the writer, so a killed one's leftover can be told and removed.
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+    tmp = path.with_name(f".{path.name}.{host}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as f:
             torch.save(payload, f)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from advlab.attacks import pgd
 
 from .classifier import NaturalClassifier
-from .fit import TrainResult, fit_module
+from .fit import RecorderState, TrainResult, fit_module
 
 __all__ = ["METHODS", "AdversarialClassifier", "AdversarialTrainResult", "fit_adversarial"]
 
@@ -109,6 +109,7 @@ class AdversarialClassifier(NaturalClassifier):
         self.eps_warmup_epochs = float(eps_warmup_epochs)
         self._train_generator = torch.Generator().manual_seed(self.seed)
         self._eval_generator = torch.Generator().manual_seed(self.seed + _VAL_SEED_OFFSET)
+        self._restored_train_generator: Tensor | None = None
 
     # -- crafting ---------------------------------------------------------------
     def eps_scale(self) -> float:
@@ -150,6 +151,16 @@ class AdversarialClassifier(NaturalClassifier):
     # -- Lightning --------------------------------------------------------------
     def on_fit_start(self) -> None:
         self._train_generator = torch.Generator().manual_seed(self.seed)
+        if self._restored_train_generator is not None:
+            # Resumed from a checkpoint (restored before this hook): continue the random starts' stream.
+            self._train_generator.set_state(self._restored_train_generator)
+            self._restored_train_generator = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["advlab_train_generator"] = self._train_generator.get_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_train_generator = checkpoint.get("advlab_train_generator")
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch[0], batch[1]
@@ -207,7 +218,7 @@ class AdversarialTrainResult(TrainResult):
     best_val_adv_acc: float = math.nan
 
 
-class _RobustRecorder(pl.Callback):
+class _RobustRecorder(RecorderState):
     """Per-epoch adversarial metrics, and the best state by ``val_adv_acc`` (ties:
     higher ``val_acc``, then lower ``val_loss``)."""
 
@@ -254,6 +265,9 @@ def fit_adversarial(
     enable_progress_bar: bool = False,
     callbacks: list[pl.Callback] | None = None,
     log_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
     **optim,
 ) -> AdversarialTrainResult:
     """Adversarial training of ``model`` with :class:`AdversarialClassifier`; see
@@ -264,7 +278,8 @@ def fit_adversarial(
     lower ``val_loss``). With ``val_attack=False`` it is the best clean ``val_acc``;
     without a validation set, the last epoch. ``model`` is left holding the kept
     weights, in eval mode. ``optim``: the optimiser settings of :class:`NaturalClassifier`
-    (``lr`` required).
+    (``lr`` required). ``resume_dir``, ``resume``, ``fingerprint``: resume points, as in
+    :func:`advlab.training.fit_module` (the random starts' generator is in them too).
     """
     module = AdversarialClassifier(
         model,
@@ -291,6 +306,9 @@ def fit_adversarial(
         enable_progress_bar=enable_progress_bar,
         callbacks=[recorder, *(callbacks or [])],
         log_dir=log_dir,
+        resume_dir=resume_dir,
+        resume=resume,
+        fingerprint=fingerprint,
     )
     # Both recorders write one row per epoch, at the same hook.
     robust = pd.DataFrame(recorder.rows, columns=["epoch", "train_adv_acc", "val_adv_acc"])

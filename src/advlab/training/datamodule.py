@@ -24,10 +24,14 @@ class _Tensors(torch.utils.data.Dataset):
         return tuple(t[idx] for t in self.tensors)
 
 
-def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int) -> DataLoader:
+def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int,
+            generator: torch.Generator | None = None) -> DataLoader:
+    """Shuffled with ``generator`` (default: a new one seeded with ``seed``), or in index order."""
     ds = _Tensors(*tensors)
     if shuffle:
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed)
+        sampler = RandomSampler(ds, generator=generator)
     else:
         sampler = SequentialSampler(ds)
     # batch_size=None: the BatchSampler's index lists go straight to __getitem__.
@@ -41,6 +45,10 @@ class ArrayDataModule(pl.LightningDataModule):
     chosen with ``seed`` (labels may be hard ``[N]`` or soft ``[N, K]``; soft ones are
     stratified by their argmax). The training loader reshuffles every epoch from a
     generator seeded with ``seed``, so two fits see the same batches in the same order.
+
+    That generator's state is the module's ``state_dict``: restored from a checkpoint (before
+    Lightning asks for the training loader), it makes the next epoch draw the permutation an
+    uninterrupted fit would draw there.
     """
 
     def __init__(
@@ -78,6 +86,8 @@ class ArrayDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self._train_generator: torch.Generator | None = None  # the training loader's, once built
+        self._restored_generator_state: torch.Tensor | None = None
 
     @property
     def n_train(self) -> int:
@@ -88,7 +98,21 @@ class ArrayDataModule(pl.LightningDataModule):
         return len(self.x_val)
 
     def train_dataloader(self) -> DataLoader:
-        return _loader((self.x_train, self.y_train), self.batch_size, shuffle=True, seed=self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
+        if self._restored_generator_state is not None:
+            generator.set_state(self._restored_generator_state)
+            self._restored_generator_state = None  # once: a later loader starts from the seed again
+        self._train_generator = generator
+        return _loader((self.x_train, self.y_train), self.batch_size, shuffle=True, seed=self.seed,
+                       generator=generator)
+
+    def state_dict(self) -> dict:
+        if self._train_generator is None:
+            return {}
+        return {"train_generator": self._train_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored_generator_state = state_dict.get("train_generator")
 
     def val_dataloader(self) -> DataLoader:
         return _loader((self.x_val, self.y_val), self.eval_batch_size, shuffle=False, seed=self.seed)

@@ -16,14 +16,18 @@ e.g. with the same ``init_seed``.)
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .classifier import NaturalClassifier
 from .datamodule import ArrayDataModule
+from . import resume as _resume
 from .fit import TrainResult, fit_module
 
 __all__ = ["DistilledClassifier", "TemperatureScaled", "fit_distillation", "soft_labels"]
@@ -129,6 +133,64 @@ class _SoftTrainDataModule(ArrayDataModule):
         self.y_train = soft_train
 
 
+# A finished teacher, kept in the resume folder until the student has finished too.
+_TEACHER_FILE = "teacher.pt"
+
+
+def _save_teacher(path: Path, fingerprint: dict, result: TrainResult) -> None:
+    history = {"columns": list(result.history.columns), "rows": result.history.to_dict(orient="list")}
+    _resume.atomic_save({"fingerprint": fingerprint, "best_state_dict": result.best_state_dict,
+                         "best_epoch": result.best_epoch, "best_val_acc": result.best_val_acc,
+                         "history": history, "seconds": result.seconds}, path)
+
+
+def _remove_teacher(resume_dir: Path) -> None:
+    for name in (_TEACHER_FILE, _TEACHER_FILE + ".tmp"):  # .tmp: a write that was killed
+        (resume_dir / name).unlink(missing_ok=True)
+
+
+def _load_teacher(path: Path, fingerprint: dict) -> TrainResult | None:
+    """The finished teacher saved at ``path`` if it is this fit's; else None (with a warning when
+    there was one that cannot be used)."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved["fingerprint"] != fingerprint:
+            raise ValueError("it is another fit's teacher")
+        history = pd.DataFrame(saved["history"]["rows"], columns=saved["history"]["columns"])
+        return TrainResult(saved["best_state_dict"], saved["best_epoch"], saved["best_val_acc"], history,
+                           saved["seconds"])
+    except Exception as exc:  # unreadable or another fit's: train the teacher again
+        warnings.warn(f"finished teacher {path} cannot be used ({type(exc).__name__}: {exc}); training it again",
+                      _resume.ResumeWarning, stacklevel=3)
+        return None
+
+
+def _fit_teacher(module: DistilledClassifier, datamodule: ArrayDataModule, *, epochs: int,
+                 resume_dir: Path | None, resume: bool, fingerprint: dict | None, fit_kw: dict,
+                 log_dir: Path | None) -> TrainResult:
+    """The teacher's fit; with ``resume_dir``, resumable, and kept once finished so that a resumed
+    distillation goes straight to the student."""
+    if resume_dir is None:
+        return fit_module(module, datamodule, epochs=epochs, log_dir=log_dir, **fit_kw)
+    described = _resume.fit_fingerprint(module, datamodule, epochs=epochs, seed=fit_kw["seed"],
+                                        accelerator=fit_kw["accelerator"], deterministic=fit_kw["deterministic"],
+                                        precision="32-true", extra=fingerprint)
+    done = resume_dir / _TEACHER_FILE
+    saved = _load_teacher(done, described) if resume else None
+    if saved is not None:
+        print(f"advlab: using the finished teacher {done}", file=sys.stderr)
+        module.model.load_state_dict(saved.best_state_dict)
+        module.model.eval()
+        return saved
+    _remove_teacher(resume_dir)
+    result = fit_module(module, datamodule, epochs=epochs, log_dir=log_dir, resume_dir=resume_dir / "teacher",
+                        resume=resume, fingerprint=fingerprint, **fit_kw)
+    _save_teacher(done, described, result)
+    return result
+
+
 def fit_distillation(
     teacher_model: nn.Module,
     student_model: nn.Module,
@@ -146,6 +208,9 @@ def fit_distillation(
     deterministic: bool = True,
     enable_progress_bar: bool = False,
     log_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
     **optim,
 ) -> tuple[TrainResult, TrainResult]:
     """Defensive distillation at ``temperature``; returns ``(teacher_result, student_result)``.
@@ -160,6 +225,11 @@ def fit_distillation(
     On return both models hold their best epoch's weights (by ``val_acc``), in eval
     mode, as plain logits networks: the student is the T = 1 deployed model. With
     ``log_dir``, the CSV logs go to ``log_dir/teacher`` and ``log_dir/student``.
+
+    With ``resume_dir``, both fits keep resume points (``resume_dir/teacher``, ``resume_dir/student``;
+    see :func:`advlab.training.fit_module` for ``resume`` and ``fingerprint``), and the finished
+    teacher is kept (``resume_dir/teacher.pt``) until the student has finished: a distillation
+    killed during the student's fit resumes the student, without training the teacher again.
     """
     _check_temperature(temperature)
     dm_kw = {"val_fraction": val_fraction, "batch_size": batch_size, "seed": seed, "eval_batch_size": eval_batch_size}
@@ -170,10 +240,11 @@ def fit_distillation(
     def logs(name: str) -> Path | None:
         return None if log_dir is None else Path(log_dir) / name
 
+    resume_dir = None if resume_dir is None else Path(resume_dir)
     teacher_dm = ArrayDataModule(x_train, y_train, **dm_kw)
-    teacher_result = fit_module(
-        DistilledClassifier(teacher_model, **options), teacher_dm, epochs=epochs, log_dir=logs("teacher"), **fit_kw
-    )
+    teacher_result = _fit_teacher(DistilledClassifier(teacher_model, **options), teacher_dm, epochs=epochs,
+                                  resume_dir=resume_dir, resume=resume, fingerprint=fingerprint, fit_kw=fit_kw,
+                                  log_dir=logs("teacher"))
 
     soft = soft_labels(teacher_model, teacher_dm.x_train, temperature, batch_size=eval_batch_size)
     student_dm = _SoftTrainDataModule(x_train, y_train, soft, **dm_kw)
@@ -182,6 +253,12 @@ def fit_distillation(
         student_dm,
         epochs=epochs if student_epochs is None else student_epochs,
         log_dir=logs("student"),
+        resume_dir=None if resume_dir is None else resume_dir / "student",
+        resume=resume,
+        fingerprint=fingerprint,
         **fit_kw,
     )
+    if resume_dir is not None:  # resume points are scratch: the finished teacher goes too
+        _remove_teacher(resume_dir)
+        _resume.clear(resume_dir)
     return teacher_result, student_result

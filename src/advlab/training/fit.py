@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import tempfile
 import time
 import warnings
@@ -17,6 +18,7 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from torch import nn
 
+from . import resume as _resume
 from .classifier import NaturalClassifier
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"]
@@ -34,7 +36,27 @@ class TrainResult:
     seconds: float  # wall time of the whole fit
 
 
-class _EpochRecorder(pl.Callback):
+class RecorderState(pl.Callback):
+    """The state of a recorder callback: its ``rows``, ``best_state``, ``best_epoch`` and ``best_score``.
+    Lightning keeps a callback's ``state_dict`` in checkpoints, so a resumed fit carries on the
+    history and the best-epoch bookkeeping (see :func:`fit_module`'s ``resume_dir``)."""
+
+    rows: list[dict]
+    best_state: dict[str, torch.Tensor] | None
+    best_epoch: int
+    best_score: tuple[float, ...]
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows, "best_state": self.best_state, "best_epoch": self.best_epoch,
+                "best_score": self.best_score}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = [dict(r) for r in state_dict["rows"]]
+        self.best_state, self.best_epoch = state_dict["best_state"], state_dict["best_epoch"]
+        self.best_score = tuple(state_dict["best_score"])
+
+
+class _EpochRecorder(RecorderState):
     """Per-epoch history and the best state by ``val_acc`` (ties: lower ``val_loss``).
 
     Runs at train-epoch end, after the epoch's validation, so ``seconds`` covers
@@ -117,10 +139,12 @@ def make_trainer(
     enable_progress_bar: bool = False,
     validate: bool = True,
     precision: str | int = "32-true",
+    plugins: list | None = None,
 ) -> pl.Trainer:
     """The one Trainer set-up of advlab's fits: one device, no checkpoints or model summary,
     no sanity validation; with ``log_dir``, Lightning's ``CSVLogger`` writes directly into it,
-    else a temporary root (closed with ``stack``) and no logger."""
+    else a temporary root (closed with ``stack``) and no logger. (Resume points are written by
+    a callback, :class:`advlab.training.resume.ResumePoint`, not by Lightning's checkpointing.)"""
     if log_dir is None:
         root = stack.enter_context(tempfile.TemporaryDirectory(prefix="advlab-fit-"))
         logger: CSVLogger | bool = False
@@ -142,6 +166,7 @@ def make_trainer(
         limit_val_batches=None if validate else 0,
         log_every_n_steps=1,
         default_root_dir=root,
+        plugins=plugins,
     )
 
 
@@ -157,30 +182,58 @@ def fit_module(
     callbacks: list[pl.Callback] | None = None,
     log_dir: str | Path | None = None,
     precision: str | int = "32-true",
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
 ) -> TrainResult:
     """Train ``module`` (a :class:`NaturalClassifier` or subclass) for ``epochs``.
 
     Seeds everything with ``seed`` first. Keeps the weights of the epoch with the
-    best ``val_acc`` in memory (no Lightning ``.ckpt`` files) and loads them back
+    best ``val_acc`` in memory (Lightning's own checkpointing is off) and loads them back
     into ``module.model``, which is left in eval mode. With ``log_dir``, Lightning's
     ``CSVLogger`` writes ``metrics.csv`` and ``hparams.yaml`` directly into it.
+
+    With ``resume_dir``, a resume point ``last.ckpt`` is kept there, rewritten after every epoch
+    (see :mod:`advlab.training.resume`). With ``resume=True`` a fit killed earlier carries
+    on from it and ends exactly as an uninterrupted fit would on the same device and thread count
+    (history rows, best epoch, weights; only ``seconds`` differ), provided it is the same fit:
+    ``fingerprint`` (the caller's description of it, JSON-able) and what ``fit_module`` sees
+    itself (module, hyperparameters, initial weights, data, settings) must match, else the old
+    point is discarded with a :class:`~advlab.training.resume.ResumeWarning`, as is an unreadable
+    one. With ``resume=False`` an old resume point is deleted. The folder's files are removed
+    once the fit has finished.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     recorder = _EpochRecorder()
     no_val = getattr(datamodule, "n_val", 1) == 0
+    all_callbacks: list[pl.Callback] = [recorder, *(callbacks or [])]
+    plugins, ckpt_path = None, None
+    if resume_dir is not None:
+        resume_dir = Path(resume_dir)
+        described = _resume.fit_fingerprint(module, datamodule, epochs=epochs, seed=seed, accelerator=accelerator,
+                                            deterministic=deterministic, precision=precision, extra=fingerprint)
+        ckpt_path = _resume.prepare(resume_dir, described, resume)
+        # First, so that its RNG states are those before any other epoch-start hook.
+        all_callbacks.insert(0, _resume.ResumePoint(resume_dir / _resume.CHECKPOINT))
+        plugins = [_resume.AtomicCheckpointIO()]
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet_and_restored())
         pl.seed_everything(seed, workers=True, verbose=False)
         trainer = make_trainer(stack, epochs=epochs, accelerator=accelerator, deterministic=deterministic,
-                               callbacks=[recorder, *(callbacks or [])], log_dir=log_dir,
-                               enable_progress_bar=enable_progress_bar, validate=not no_val, precision=precision)
+                               callbacks=all_callbacks, log_dir=log_dir, enable_progress_bar=enable_progress_bar,
+                               validate=not no_val, precision=precision, plugins=plugins)
+        if ckpt_path is not None:
+            print(f"advlab: resuming the fit from {ckpt_path}", file=sys.stderr)
         t0 = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule)
+        # weights_only: the resume point holds tensors, numbers, strings and containers only.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - t0
 
     if recorder.best_state is None:
         raise RuntimeError("training ended before the first epoch completed")
+    if resume_dir is not None:
+        _resume.clear(resume_dir)  # scratch, not an output
     model: nn.Module = module.model
     model.load_state_dict(recorder.best_state)
     model.eval()
@@ -200,9 +253,13 @@ def fit_classifier(
     enable_progress_bar: bool = False,
     callbacks: list[pl.Callback] | None = None,
     log_dir: str | Path | None = None,
+    resume_dir: str | Path | None = None,
+    resume: bool = False,
+    fingerprint: dict | None = None,
     **optim,
 ) -> TrainResult:
-    """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`.
+    """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`
+    (also for ``resume_dir``, ``resume`` and ``fingerprint``).
 
     ``optim``: the optimiser settings of :class:`NaturalClassifier` (``lr`` required;
     ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ...), its one definition.
@@ -218,4 +275,7 @@ def fit_classifier(
         enable_progress_bar=enable_progress_bar,
         callbacks=callbacks,
         log_dir=log_dir,
+        resume_dir=resume_dir,
+        resume=resume,
+        fingerprint=fingerprint,
     )
