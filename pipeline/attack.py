@@ -58,7 +58,7 @@ def main(params: dict, args) -> dict:
     # working memory is bounded by that setting; the results land in one preallocated tensor
     # (no list of chunks concatenated at the end, which would briefly hold them twice).
     x_adv = torch.empty_like(x_all)
-    chunks = []
+    tables = []
     seconds = 0.0
     for start in range(0, n, evalcfg["batch_size"]):
         x = x_all[start:start + evalcfg["batch_size"]].to(dev)
@@ -76,25 +76,23 @@ def main(params: dict, args) -> dict:
             adv_pred = model(result.x_adv).argmax(1)
         flat = x.flatten(1)
         x_adv[start:start + len(x)] = result.x_adv.cpu()
-        chunks.append({
-            "table": pd.DataFrame({
-                "index": torch.arange(start, start + len(x)).numpy(),
-                "label": y.cpu().numpy(),
-                "target": (kwargs["target"].cpu().numpy() if targeted else -1),
-                "clean_pred": clean_pred.cpu().numpy(),
-                "adv_pred": adv_pred.cpu().numpy(),
-                "success": result.success.cpu().numpy(),
-                "l0": result.norms["l0"].cpu().numpy(),
-                "l2": result.norms["l2"].cpu().numpy(),
-                "linf": result.norms["linf"].cpu().numpy(),
-                "x_l2": flat.norm(dim=1).cpu().numpy(),
-                "x_linf": flat.abs().amax(dim=1).cpu().numpy(),
-                "x_centered_l2": (x - mean_image).flatten(1).norm(dim=1).cpu().numpy(),
-                "forward": result.counts["forward"].cpu().numpy(),
-                "backward": result.counts["backward"].cpu().numpy(),
-            }),
-        })
-    table = pd.concat([c["table"] for c in chunks], ignore_index=True)
+        tables.append(pd.DataFrame({
+            "index": torch.arange(start, start + len(x)).numpy(),
+            "label": y.cpu().numpy(),
+            "target": (kwargs["target"].cpu().numpy() if targeted else -1),
+            "clean_pred": clean_pred.cpu().numpy(),
+            "adv_pred": adv_pred.cpu().numpy(),
+            "success": result.success.cpu().numpy(),
+            "l0": result.norms["l0"].cpu().numpy(),
+            "l2": result.norms["l2"].cpu().numpy(),
+            "linf": result.norms["linf"].cpu().numpy(),
+            "x_l2": flat.norm(dim=1).cpu().numpy(),
+            "x_linf": flat.abs().amax(dim=1).cpu().numpy(),
+            "x_centered_l2": (x - mean_image).flatten(1).norm(dim=1).cpu().numpy(),
+            "forward": result.counts["forward"].cpu().numpy(),
+            "backward": result.counts["backward"].cpu().numpy(),
+        }))
+    table = pd.concat(tables, ignore_index=True)
     where = dict(preset=preset, model=model_name, attack=attack_name)
     save_tensors(paths.path(paths.ADV_EXAMPLES, **where), {"x_adv": x_adv, "index": torch.arange(n)})
     write_csv(paths.path(paths.ADV_TABLE, **where), table)

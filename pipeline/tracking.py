@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline.config import ROOT
+from pipeline.io import pid_alive
 
 LOCK_TIMEOUT_S = 600
 
@@ -59,16 +60,6 @@ def _writer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
-
-
 def _abandoned(run, uri: str) -> bool:
     """A RUNNING run of ours whose writer can no longer finish it.
 
@@ -83,7 +74,7 @@ def _abandoned(run, uri: str) -> bool:
     if uri.startswith("sqlite:///"):
         return True
     host, _, pid = writer.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
 
 
 def _fail_abandoned(client, uri: str, experiment_ids: list[str]) -> list[str]:

@@ -47,24 +47,24 @@ def _dropout_mlp() -> nn.Module:
         return nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.3), nn.Linear(64, 10))
 
 
-def _fit(kind: str, ds, callbacks=(), **resume):
+def _fit(kind: str, ds, callbacks=(), accelerator: str = "cpu", **resume):
     """``natural``: an epoch-wise LR schedule (stepped after the epoch ends) and dropout;
     ``madry``: PGD training from random starts (its own generator) on fc100_100;
     ``distilled``: a teacher, then a student (two fits). ``resume``: fit_*'s resume arguments."""
     cb = list(callbacks) or None
     if kind == "natural":
         return fit_classifier(_dropout_mlp(), _dm(ds), epochs=EPOCHS, seed=0, lr=0.05, optimizer="sgd",
-                              lr_schedule="step", lr_step_size=1, lr_gamma=0.7, accelerator="cpu", callbacks=cb,
+                              lr_schedule="step", lr_step_size=1, lr_gamma=0.7, accelerator=accelerator, callbacks=cb,
                               **resume)
     if kind == "madry":
         model = build_model("fc100_100", in_channels=1, image_size=28, init_seed=0)
-        return fit_adversarial(model, _dm(ds), **MADRY, epochs=EPOCHS, seed=0, lr=1e-3, accelerator="cpu",
-                               callbacks=cb, **resume)
+        return fit_adversarial(model, _dm(ds), **MADRY, epochs=EPOCHS, seed=0, lr=1e-3,
+                               accelerator=accelerator, callbacks=cb, **resume)
     if kind == "distilled":
         def mlp():
             return build_model("fc100_100", in_channels=1, image_size=28, init_seed=0)
         return fit_distillation(mlp(), mlp(), ds.x_train, ds.y_train, temperature=20, epochs=EPOCHS, batch_size=64,
-                                seed=0, lr=1e-3, accelerator="cpu", **resume)
+                                seed=0, lr=1e-3, accelerator=accelerator, **resume)
     raise ValueError(kind)
 
 
@@ -106,7 +106,7 @@ class _Epochs(pl.Callback):
         self.started.append(trainer.current_epoch)
 
 
-def _child(kind: str, resume_dir: str, hits: str = "1") -> None:
+def _child(kind: str, resume_dir: str, hits: str = "1", accelerator: str = "cpu") -> None:
     """Entry point of the killed child: the same fit, with a resume point, killed at KILL_EPOCH."""
     torch.set_num_threads(1)  # as the one_thread fixture: the fingerprint holds the thread count
     ds = _data()
@@ -119,15 +119,15 @@ def _child(kind: str, resume_dir: str, hits: str = "1") -> None:
             return step(self, batch, batch_idx)
 
         DistilledClassifier.training_step = training_step
-        _fit(kind, ds, resume_dir=resume_dir)
+        _fit(kind, ds, accelerator=accelerator, resume_dir=resume_dir)
     else:
-        _fit(kind, ds, [die], resume_dir=resume_dir)
+        _fit(kind, ds, [die], accelerator=accelerator, resume_dir=resume_dir)
     raise SystemExit("the child was not killed")
 
 
-def _kill_mid_fit(kind: str, resume_dir: Path, hits: int = 1) -> None:
+def _kill_mid_fit(kind: str, resume_dir: Path, hits: int = 1, accelerator: str = "cpu") -> None:
     code = "import sys; from tests.faults.test_resume import _child; _child(*sys.argv[1:])"
-    out = subprocess.run([sys.executable, "-c", code, kind, str(resume_dir), str(hits)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-c", code, kind, str(resume_dir), str(hits), accelerator], cwd=ROOT,
                          capture_output=True, text=True, timeout=240)
     assert out.returncode == -signal.SIGKILL, f"child ended with {out.returncode}:\n{out.stderr[-3000:]}"
 
@@ -179,6 +179,19 @@ def test_killed_fit_resumes_bit_identical(tmp_path, ds, reference, kind):
     _assert_same(resumed, _reference(reference, kind, ds))
     assert list(resumed.history["epoch"]) == list(range(EPOCHS))
     assert not resume_dir.exists(), "resume points are scratch: removed after a finished fit"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["natural", "madry"])
+def test_killed_fit_resumes_bit_identical_on_gpu(tmp_path, ds, kind):
+    """On CUDA with deterministic=True (the default), the CUDA RNG state travels too."""
+    reference = _fit(kind, ds, accelerator="gpu")
+    resume_dir = tmp_path / "resume"
+    _kill_mid_fit(kind, resume_dir, accelerator="gpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResumeWarning)
+        resumed = _fit(kind, ds, accelerator="gpu", resume_dir=resume_dir, resume=True)
+    _assert_same(resumed, reference)
 
 
 def test_uninterrupted_fit_with_resume_dir_is_unchanged(tmp_path, ds, reference):
