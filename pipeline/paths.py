@@ -74,6 +74,7 @@ SUBSTITUTE_METRICS = "metrics/{preset}/substitute.json"
 CW_GRIDS = "results/{preset}/cw_study/{model}/grids.pt"
 CW_TABLE = "results/{preset}/cw_study/{model}/targets.csv"
 CW_METRICS = "metrics/{preset}/cw_study/{model}.json"
+CW_TIMING = "results/{preset}/cw_study/{model}/timing.json"
 
 # Su et al. 2019: the one-pixel attack's success table, per model.
 ONEPIXEL_TABLE = "results/{preset}/onepixel_study/{model}.csv"
@@ -90,6 +91,7 @@ PHYSICAL_TIMING = "results/{preset}/physical/{model}/timing.json"
 # Papernot et al. 2016: JSMA success, hardness and adversarial distance, per model.
 JSMA_TABLE = "results/{preset}/jsma_study/{model}.csv"
 JSMA_METRICS = "metrics/{preset}/jsma_study/{model}.json"
+JSMA_TIMING = "results/{preset}/jsma_study/{model}.timing.json"
 
 # Moosavi-Dezfooli et al. 2017: universal perturbations, their baselines and spectra, per model ...
 UAP_PERTURBATIONS = "results/{preset}/uap/{model}/perturbations.pt"

@@ -43,6 +43,7 @@ def render(ctx) -> str | None:
     t4, dist = paper["cw_table4_mnist"], paper["cw_distilled_mnist"]
     rows = []
     for model, s in found.items():
+        ms = (ctx.json(paths.CW_TIMING, model=model) or {}).get("ms_per_attack", {})
         for norm, label in _NORMS.items():
             tg = s["norms"][norm]["targeted"]
             row = {"model": model, "attack": f"C&W {label}"}
@@ -50,7 +51,7 @@ def render(ctx) -> str | None:
                 row[f"{case} case: mean (success)"] = f"{fmt(tg[case]['mean'])} ({tg[case]['success']:.0%})"
             un = s["norms"][norm]["untargeted"]
             row["untargeted: success, median"] = f"{un['success']:.0%}, {fmt(un['median'])}"
-            row["ms / attack"] = f"{s['norms'][norm]['ms_per_attack']:.0f}"
+            row["ms / attack"] = f"{ms.get(norm, float('nan')):.0f}"
             rows.append(row)
     for norm, label in _NORMS.items():
         p = t4[norm]

@@ -88,6 +88,7 @@ rule cw_study:
         grids=P.CW_GRIDS,
         table=P.CW_TABLE,
         metrics=P.CW_METRICS,
+        timing=P.CW_TIMING,
     params:
         values=lambda wc: dag.param_values(config, "cw_study"),
     resources:
@@ -124,6 +125,7 @@ rule jsma_study:
     output:
         table=P.JSMA_TABLE,
         metrics=P.JSMA_METRICS,
+        timing=P.JSMA_TIMING,
     params:
         values=lambda wc: dag.param_values(config, "jsma_study"),
     resources:
