@@ -93,7 +93,8 @@ def main() -> None:
                "success_agreement": float((r1.success.cpu() == rc.success).float().mean()),
                "seconds_gpu": gpu_s, "seconds_cpu": cpu_s}
         report["attacks"][name] = row
-        print(f"{name}: twice on GPU bit-identical {row['bitwise_equal_twice']} (max diff {row['max_diff_twice']:.3g}); "
+        print(f"{name}: twice on GPU bit-identical {row['bitwise_equal_twice']} "
+              f"(max diff {row['max_diff_twice']:.3g}); "
               f"to CPU max diff {row['max_diff_to_cpu']:.3g}, success {row['success_gpu']:.3f} vs "
               f"{row['success_cpu']:.3f} (agree {row['success_agreement']:.3f}); {gpu_s:.2f} s GPU, {cpu_s:.2f} s CPU",
               flush=True)

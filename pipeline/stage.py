@@ -41,8 +41,8 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
     try:
         record = body(params, args)
     except (ValueError, OSError) as exc:
-        # Bad input (data, checkpoints, files) or environment (offline, disk full): the message names it. Outputs are written
-        # atomically and MLflow only after success, so nothing half-made is left behind.
+        # Bad input (data, checkpoints, files) or environment (offline, disk full): the message names
+        # it. Outputs are written atomically and MLflow only after success: nothing half-made is left.
         if os.environ.get("ADVLAB_DEBUG") == "1":
             raise
         print(f"error: {name}: {exc}\n(ADVLAB_DEBUG=1 shows the traceback)", file=sys.stderr)

@@ -160,7 +160,7 @@ def main(params: dict, args) -> dict:
     write_csv(paths.path(paths.UAP_SPECTRUM, preset=preset, model=name), spectrum)
     save_tensors(paths.path(paths.UAP_PERTURBATIONS, preset=preset, model=name), tensors)
     write_json(paths.path(paths.UAP_METRICS, preset=preset, model=name),
-               {"model": name, "n_build": len(x), "n_test": len(xt), "delta": cfg["delta"], "uap": metrics})  # fmt: skip
+               {"model": name, "n_build": len(x), "n_test": len(xt), "delta": cfg["delta"], "uap": metrics})
     write_json(paths.path(paths.UAP_TIMING, preset=preset, model=name), {"seconds": timings})
     logged = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
     logged.update({f"{norm}.build_seconds": timings[f"{norm}.build"] for norm in cfg["norms"]})

@@ -36,7 +36,8 @@ def _main_table(metrics: dict, delta: float, timings: dict) -> pd.DataFrame:
                          f"reached 1 - delta = {1 - delta:g}": "yes" if u[f"{norm}.reached_target"] else "no",
                          "random noise, same norm (test)": _pct(u[f"{norm}.random_test"]),
                          "best baseline (test)": _pct(u[f"{norm}.best_baseline_test"]),
-                         "passes": u[f"{norm}.passes"], "build (s)": f"{seconds.get(f'{norm}.build', float('nan')):.1f}"})  # fmt: skip
+                         "passes": u[f"{norm}.passes"],
+                         "build (s)": f"{seconds.get(f'{norm}.build', float('nan')):.1f}"})  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -166,7 +166,8 @@ def test_prepare_data_stage_offline_names_the_params(smoke_project, tmp_path):
     text = params.read_text()
     assert "dataset: mnist5k" in text and "download: true" in text
     # download off: the test must not depend on whether this machine is online
-    params.write_text(text.replace("dataset: mnist5k", "dataset: mnist", 1).replace("download: true", "download: false", 1))
+    params.write_text(text.replace("dataset: mnist5k", "dataset: mnist", 1)
+                      .replace("download: true", "download: false", 1))
     shutil.rmtree(project / "data" / "prepared")
     out = stage(project, "prepare_data")
     assert out.returncode == 2, out.stderr[-3000:]
