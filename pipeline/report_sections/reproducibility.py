@@ -45,7 +45,7 @@ def render(ctx) -> str:
         *rows,
         "",
         "Sign-based attacks (FGSM, PGD) part from the CPU wherever a gradient coordinate is near zero and its sign "
-        "flips (a step of 2 eps on that pixel); the success of each point still agrees. Treat GPU numbers as "
-        "reproducible on the same card, driver and torch release only, and compare GPU and CPU runs by their "
-        "rates, not their bits.",
+        "flips (a step of 2 eps on that pixel); whether a point is fooled still agrees (last column). Treat GPU "
+        "numbers as reproducible on the same card, driver and torch release only, and compare GPU and CPU runs "
+        "by their rates, not their bits.",
     ])
