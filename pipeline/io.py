@@ -130,10 +130,17 @@ def read_json(path) -> dict:
         return json.load(fh)
 
 
+def _torch_save(obj, path: Path) -> None:
+    """torch.save through an open file: given a path, torch names the zip's inner folder after the
+    (here temporary, random) file name, and the same tensors would give other bytes on every run."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
 def save_tensors(path, tensors: dict) -> None:
     """Plain tensors only, so that `load_tensors` can use weights_only=True."""
     with atomic_path(path) as tmp:
-        torch.save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}, tmp)
+        _torch_save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}, tmp)
 
 
 def load_tensors(path) -> dict:
@@ -144,6 +151,15 @@ def load_tensors(path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, altered, or pickle-bearing: refuse, never execute
         raise ValueError(f"{path}: not a readable tensor file ({type(exc).__name__}: {exc})") from exc
+
+
+def save_model(path, model, meta: dict) -> None:
+    """A trained model as an advlab checkpoint, through the same atomic write as every output
+    (so a killed writer's temporary is recognised and removed like any other)."""
+    from advlab.models import checkpoint_payload
+
+    with atomic_path(path) as tmp:
+        _torch_save(checkpoint_payload(model, meta), tmp)
 
 
 def write_csv(path, frame) -> None:

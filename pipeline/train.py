@@ -6,12 +6,12 @@ import os
 import sys
 import tempfile
 
-from advlab.models import build_model, save_checkpoint
+from advlab.models import build_model
 from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
 from pipeline import paths
 from pipeline.artifacts import Prepared, load_prepared
-from pipeline.io import remove_stale_temporaries, write_csv, write_json
+from pipeline.io import save_model, write_csv, write_json
 from pipeline.stage import run_stage
 
 
@@ -77,9 +77,7 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
     }
     meta = {"preset": preset, "model": model_id, "training": training, "dataset": data.meta["dataset"],
             "data_checksum": data.meta["checksum"], "seed": seed, "train": cfg, **metrics}
-    checkpoint = paths.path(model_pat, preset=preset, model=model_id)
-    remove_stale_temporaries(checkpoint)  # a killed writer's leftover (save_checkpoint writes atomically)
-    save_checkpoint(checkpoint, model, meta)
+    save_model(paths.path(model_pat, preset=preset, model=model_id), model, meta)
     # Wall time stays out of the metrics JSON (deterministic); it is the history's `seconds` column.
     write_json(paths.path(metrics_pat, preset=preset, model=model_id), metrics)
     history = result.history

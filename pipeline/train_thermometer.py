@@ -13,12 +13,11 @@ import sys
 import tempfile
 
 from advlab.defenses import build_thermometer_model
-from advlab.models import save_checkpoint
 from advlab.models.inference import accuracy
 from advlab.training import ArrayDataModule, fit_classifier
 from pipeline import paths
 from pipeline.artifacts import load_prepared
-from pipeline.io import remove_stale_temporaries, write_csv, write_json
+from pipeline.io import save_model, write_csv, write_json
 from pipeline.stage import run_stage
 from pipeline.train import effective_train_config, optimizer_kwargs, resume_point
 
@@ -44,8 +43,7 @@ def main(params: dict, args) -> dict:
     meta = {"preset": preset, "model": f"{tcfg['arch']}-thermometer", "training": "natural on thermometer codes",
             "levels": tcfg["levels"], "relax_shift": tcfg["relax_shift"], "data_checksum": data.meta["checksum"],
             "seed": seed, "train": cfg, **metrics}
-    remove_stale_temporaries(paths.path(paths.THERMO_MODEL, preset=preset))  # a killed writer's leftover
-    save_checkpoint(paths.path(paths.THERMO_MODEL, preset=preset), model.classifier, meta)
+    save_model(paths.path(paths.THERMO_MODEL, preset=preset), model.classifier, meta)
     write_json(paths.path(paths.THERMO_METRICS, preset=preset), metrics)
     write_csv(paths.path(paths.THERMO_HISTORY, preset=preset), result.history)
     return {"params": {"thermometer": tcfg, "train": cfg, "seed": seed}, "metrics": metrics,

@@ -111,3 +111,19 @@ def _statuses(project: Path) -> str:
 
     with sqlite3.connect(project / "mlflow.db") as db:
         return " ".join(row[0] for row in db.execute("select status from runs"))
+
+
+def test_train_killed_while_writing_its_checkpoint(smoke_project, tmp_path):
+    project = clone(smoke_project, tmp_path / "p")
+    model = project / "models/smoke/lenet.pt"
+    reference = model.read_bytes()
+    model.unlink()
+    out = stage(project, "train", "--model", "lenet",
+                env=fault_env(kill="rename:lenet.pt|--model lenet"))
+    assert out.returncode == -9
+    assert not model.exists()
+    leftovers = [p.name for p in model.parent.iterdir() if p.name.startswith(".lenet.pt.")]
+    assert len(leftovers) == 1  # the complete checkpoint, under its temporary name only
+    ok(stage(project, "train", "--model", "lenet"))
+    assert model.read_bytes() == reference
+    assert not [p for p in model.parent.iterdir() if p.name.startswith(".lenet.pt.")]

@@ -1,7 +1,7 @@
 """Architectures by name; normalisation inside the model; logits out."""
 
 from .checkpoint import FORMAT as CHECKPOINT_FORMAT
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, checkpoint_payload, load_checkpoint, save_checkpoint
 from .inference import accuracy, evaluate_accuracy, predict, predict_logits
 from .layers import ImageClassifier, Normalize
 from .local_forward import LocalForward
@@ -20,5 +20,6 @@ __all__ = [
     "load_checkpoint",
     "predict",
     "predict_logits",
+    "checkpoint_payload",
     "save_checkpoint",
 ]

@@ -9,8 +9,6 @@ Layout (plain types and tensors only)::
 from __future__ import annotations
 
 import os
-import re
-import socket
 import uuid
 from pathlib import Path
 
@@ -27,6 +25,22 @@ class CheckpointError(ValueError):
     """A file that is not a usable advlab checkpoint; the message names the file."""
 
 
+def checkpoint_payload(model: nn.Module, meta: dict | None = None) -> dict:
+    """What a checkpoint file holds for ``model`` (built by :func:`build_model`) and ``meta``:
+    plain types and tensors only, for writers that place the file themselves."""
+    if not isinstance(model, ImageClassifier) or not hasattr(model, "arch_kwargs"):
+        raise TypeError("save_checkpoint needs a model made by advlab.models.build_model")
+    meta = {} if meta is None else meta
+    _check_plain(meta, "meta")
+    return {
+        "format": FORMAT,
+        "arch": model.arch,
+        "arch_kwargs": model.arch_kwargs,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "meta": meta,
+    }
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None) -> Path:
     """Write ``model`` (built by :func:`build_model`) and ``meta`` to ``path`` atomically.
 
@@ -34,22 +48,10 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict | None = None
     to a temporary file in the same directory, flushed to disk and renamed.
     """
     path = Path(path)
-    if not isinstance(model, ImageClassifier) or not hasattr(model, "arch_kwargs"):
-        raise TypeError("save_checkpoint needs a model made by advlab.models.build_model")
-    meta = {} if meta is None else meta
-    _check_plain(meta, "meta")
-    payload = {
-        "format": FORMAT,
-        "arch": model.arch,
-        "arch_kwargs": model.arch_kwargs,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "meta": meta,
-    }
+    payload = checkpoint_payload(model, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same directory, so the rename is atomic; "x" mode: never clobber another writer's file.
-    # `.<name>.<host>-<pid>.` names the writer, so a killed one's leftover can be told and removed.
-    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
-    tmp = path.with_name(f".{path.name}.{host}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "xb") as f:
             torch.save(payload, f)
