@@ -47,4 +47,4 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("prepare_data", main))
+    sys.exit(run_stage("prepare_data", main, gpus=0))

@@ -31,4 +31,4 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("report", main))
+    sys.exit(run_stage("report", main, gpus=0))

@@ -8,6 +8,7 @@ import time
 from typing import Callable
 
 from pipeline.config import ParamsError, load_params
+from pipeline.devices import claim as claim_gpus
 
 
 
@@ -26,15 +27,22 @@ def set_threads(fixed: int | None = None) -> int:
     return threads
 
 
-def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None, threads: int | None = None) -> int:
+def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=None, threads: int | None = None,
+              gpus: int | Callable = 1) -> int:
+    """Run stage `name`: parse its `arguments`, load params, claim `gpus` GPUs (a count, or a function
+    of params and args; none on a machine without them, see pipeline.devices), pin the threads,
+    run `body(params, args)` and record what it returns in MLflow."""
     parser = argparse.ArgumentParser(prog=f"python -m pipeline.{name}")
     for arg in arguments:
         parser.add_argument(f"--{arg}", required=True)
     args = parser.parse_args(argv)
     try:
         params = load_params()
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        wanted = gpus(params, args) if callable(gpus) else gpus
+        # Before any CUDA call: the claim narrows CUDA_VISIBLE_DEVICES to this job's cards.
+        claimed = claim_gpus(wanted, stage=name)
+    except (ParamsError, ValueError, TimeoutError) as exc:
+        print(f"error: {name}: {exc}", file=sys.stderr)
         return 2
     threads = set_threads(threads)
     started = time.perf_counter()
@@ -56,6 +64,10 @@ def run_stage(name: str, body: Callable, arguments: tuple[str, ...] = (), argv=N
         metrics = dict(record.get("metrics", {}))
         metrics["stage_seconds"] = seconds
         tags["advlab.threads"] = str(threads)
+        if claimed:
+            tags["advlab.gpus"] = ",".join(claimed)
+        if os.environ.get("SLURM_JOB_ID"):
+            tags["advlab.slurm_job"] = os.environ["SLURM_JOB_ID"]
         log_stage_run(
             name,
             params_all=params,

@@ -104,12 +104,15 @@ def fail_abandoned_runs(uri: str | None = None) -> list[str]:
         return _fail_abandoned(client, uri, [e.experiment_id for e in client.search_experiments()])
 
 
-def _experiment_id(client, name: str) -> str:
+def _experiment_id(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    # A local store keeps artifacts beside it, in the project; a tracking server keeps them where it
+    # was told to (--artifacts-destination), so that every machine that logs to it shares them.
+    local = not uri.startswith(("http://", "https://", "databricks"))
     try:
-        return client.create_experiment(name, artifact_location=(ROOT / "mlartifacts").as_uri())
+        return client.create_experiment(name, artifact_location=(ROOT / "mlartifacts").as_uri() if local else None)
     except Exception:  # another host created it in between
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -154,7 +157,7 @@ def log_stage_run(
 
     with FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S):
         client = MlflowClient(tracking_uri=uri)
-        exp_id = _experiment_id(client, params_all["mlflow"]["experiment"])
+        exp_id = _experiment_id(client, params_all["mlflow"]["experiment"], uri)
         _fail_abandoned(client, uri, [exp_id])
         run = client.create_run(exp_id, run_name=run_name,
                                 tags={k: str(v) for k, v in all_tags.items()})

@@ -23,12 +23,22 @@ def effective_train_config(train: dict, model: str, **overrides) -> dict:
     return cfg
 
 
+def fit_devices(params: dict, args) -> int:
+    """Devices (GPUs, or DDP processes) the fit of `args.model` takes; distillation takes one."""
+    cfg = effective_train_config(params["train"], args.model)
+    if cfg["accelerator"] == "cpu":
+        return 0
+    if getattr(args, "defense", None) == "distilled":
+        return 1
+    return cfg["devices"]
+
+
 def optimizer_kwargs(cfg: dict) -> dict:
     """The training keys as advlab.training's fit functions take them."""
     return {"epochs": cfg["epochs"], "lr": cfg["lr"], "optimizer": cfg["optimizer"], "momentum": cfg["momentum"],
             "weight_decay": cfg["weight_decay"],
             "lr_schedule": None if cfg["lr_schedule"] == "none" else cfg["lr_schedule"],
-            "accelerator": cfg["accelerator"]}
+            "accelerator": cfg["accelerator"], "devices": cfg["devices"], "strategy": cfg["strategy"]}
 
 
 def resume_point(params: dict, stage: str, model_id: str, data: Prepared, seed: int, **described) -> dict:
@@ -73,6 +83,7 @@ def save_trained(params: dict, model_id: str, model, result, data: Prepared, cfg
         "best_epoch": int(result.best_epoch),
         "epochs": int(cfg["epochs"]),
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "world_size": int(result.world_size),  # processes that trained (DDP ranks), as Lightning counted them
         **(extra_metrics or {}),
     }
     meta = {"preset": preset, "model": model_id, "training": training, "dataset": data.meta["dataset"],
@@ -112,4 +123,4 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train", main, arguments=("model",)))
+    sys.exit(run_stage("train", main, arguments=("model",), gpus=fit_devices))

@@ -16,7 +16,7 @@ import tempfile
 from advlab.training import ArrayDataModule, fit_adversarial, fit_distillation
 from pipeline.artifacts import load_prepared
 from pipeline.stage import run_stage
-from pipeline.train import effective_train_config, new_model, optimizer_kwargs, resume_point, save_trained
+from pipeline.train import effective_train_config, fit_devices, new_model, optimizer_kwargs, resume_point, save_trained
 
 
 def fit_defended(params: dict, arch: str, defense: str, data, seed: int, stage: str = "train_defense"):
@@ -30,10 +30,17 @@ def fit_defended(params: dict, arch: str, defense: str, data, seed: int, stage: 
     with tempfile.TemporaryDirectory(prefix="advlab-train-") as log_dir:
         if defense == "distilled":
             teacher = new_model(arch, data, seed)  # same initial weights, as in Carlini's re-implementation
+            optim = optimizer_kwargs(cfg)
+            # Two fits in one process: Lightning's DDP ranks re-run the whole command, so they cannot
+            # carry a teacher over to the student's fit. One process, whatever train.devices says.
+            if optim.pop("devices") > 1:
+                print("train_defense: distillation fits teacher and student in one process; "
+                      "train.devices is ignored", file=sys.stderr)
+            optim.pop("strategy")
             teacher_result, result = fit_distillation(
                 teacher, model, data.x_train, data.y_train, temperature=dcfg["temperature"],
                 val_fraction=cfg["val_fraction"], batch_size=cfg["batch_size"], seed=seed, log_dir=log_dir,
-                **optimizer_kwargs(cfg), **resume)
+                **optim, **resume)
             extra = {"temperature": float(dcfg["temperature"]),
                      "teacher_best_val_accuracy": float(teacher_result.best_val_acc)}
         else:
@@ -58,4 +65,4 @@ def main(params: dict, args) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("train_defense", main, arguments=("defense", "model")))
+    sys.exit(run_stage("train_defense", main, arguments=("defense", "model"), gpus=fit_devices))

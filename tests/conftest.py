@@ -68,6 +68,45 @@ def stage_env(**extra) -> dict:
     return env
 
 
+def run_ok(cmd, cwd, timeout=900, env=None):
+    """Run a command; fail the test with its output's tail unless it exits 0."""
+    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or stage_env(), timeout=timeout)
+    assert out.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
+    return out
+
+
+# -- the smoke preset's whole DAG, run once per session and shared by the tests that read it ---------
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, local artifact root) on 127.0.0.1; its tracking URI."""
+    from tests.scaleout.servers import MlflowServer
+
+    with MlflowServer(tmp_path_factory.mktemp("mlflow-server"), tool("mlflow")) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def snake_run(tmp_path_factory, mlflow_server):
+    """`snakemake --cores all` on the smoke preset in a scratch project, run twice (the second must do
+    nothing), logging to the MLflow server: (project, first, second)."""
+    project = project_copy(tmp_path_factory.mktemp("e2e") / "snake")
+    env = stage_env(MLFLOW_TRACKING_URI=mlflow_server)
+    cmd = [tool("snakemake"), "--cores", "all", "--configfile", "presets/smoke.yaml"]
+    first = run_ok(cmd, project, env=env)
+    second = run_ok(cmd, project, env=env)
+    return project, first, second
+
+
+@pytest.fixture(scope="session")
+def dvc_run(tmp_path_factory):
+    """`dvc repro` of the smoke preset in a scratch git + DVC project, twice, default SQLite store."""
+    project = project_copy(tmp_path_factory.mktemp("e2e") / "dvc", preset="smoke")
+    first = run_ok([tool("dvc"), "repro"], project)
+    second = run_ok([tool("dvc"), "repro"], project)
+    return project, first, second
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny nets: a second OpenMP thread gains nothing, and when other jobs share the cores its

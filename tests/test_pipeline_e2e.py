@@ -9,9 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import project_copy, stage_env, tool
+from tests.conftest import run_ok, stage_env, tool
 
 # prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report, and the
 # studies: train_copy, madry_table, deepfool_study x1, train_transfer x4, transfer, units; the attack
@@ -21,33 +19,19 @@ SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 1 + 1 + 1 +
 
 
 def _run(cmd, cwd, timeout=900):
-    out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=stage_env(), timeout=timeout)
-    assert out.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{out.stdout[-3000:]}\n{out.stderr[-6000:]}"
-    return out
+    return run_ok(cmd, cwd, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def snake_run(tmp_path_factory):
-    project = project_copy(tmp_path_factory.mktemp("e2e") / "snake")
-    first = _run([tool("snakemake"), "--cores", "all", "--configfile", "presets/smoke.yaml"], project)
-    second = _run([tool("snakemake"), "--cores", "all", "--configfile", "presets/smoke.yaml"], project)
-    return project, first, second
-
-
-@pytest.fixture(scope="module")
-def dvc_run(tmp_path_factory):
-    project = project_copy(tmp_path_factory.mktemp("e2e") / "dvc", preset="smoke")
-    first = _run([tool("dvc"), "repro"], project)
-    second = _run([tool("dvc"), "repro"], project)
-    return project, first, second
-
-
-def _runs(project: Path):
+def _runs(uri: str):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("advlab")
     return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _sqlite(project: Path) -> str:
+    return f"sqlite:///{project / 'mlflow.db'}"
 
 
 def test_snakemake_builds_everything_then_nothing(snake_run):
@@ -77,11 +61,19 @@ def test_report_has_tables_beside_the_paper(snake_run):
         assert f"(figures/{fig})" in text
 
 
-def test_one_mlflow_run_per_stage_execution(snake_run):
+def test_one_mlflow_run_per_stage_execution(snake_run, mlflow_server):
+    """The Snakemake run logged to a real MLflow server (2 jobs at a time): every stage execution is
+    there, FINISHED, once; nothing went to a local store."""
     project, _, _ = snake_run
-    client, runs = _runs(project)
+    client, runs = _runs(mlflow_server)
+    assert not (project / "mlflow.db").exists()
     assert len(runs) == SMOKE_JOBS  # the second, up-to-date invocation added none
     assert {r.info.status for r in runs} == {"FINISHED"}
+    keys = [(r.data.tags["advlab.stage"], r.data.tags.get("advlab.model"), r.data.tags.get("advlab.attack"),
+             r.data.tags.get("advlab.defense")) for r in runs]
+    assert len(set(keys)) == SMOKE_JOBS  # no stage recorded twice, none lost
+    # artifacts went to the server's artifact store, not into the project
+    assert not (project / "mlartifacts").exists()
     stages = sorted(r.data.tags["advlab.stage"] for r in runs)
     assert stages.count("attack") == 15 and stages.count("train") == 2 and stages.count("train_defense") == 3
     assert stages.count("train_transfer") == 4 and stages.count("deepfool_study") == 1
@@ -100,7 +92,7 @@ def test_dvc_builds_everything_then_nothing(dvc_run):
     project, first, second = dvc_run
     assert (project / "reports" / "report.md").exists()
     assert "Data and pipelines are up to date" in second.stdout
-    _, runs = _runs(project)
+    _, runs = _runs(_sqlite(project))
     assert len(runs) == SMOKE_JOBS
     metrics = subprocess.run([tool("dvc"), "metrics", "show", "--json"], cwd=project, capture_output=True,
                              text=True, env=stage_env())

@@ -28,11 +28,32 @@ try:
 except WorkflowError:
     TORCH_THREADS = 1
 
-# Single-thread rules (attack, train_transfer, uap) take a GPU slot only where there is a GPU to share;
-# on a CPU-only machine they run side by side on the cores.
-import shutil as _shutil
+# GPU slots: rules that use a GPU when there is one declare `resources: gpu=N`, and Snakemake starts
+# no more of them at once than there are visible cards (ADVLAB_GPUS=N overrides the count; a
+# `--resources gpu=N` or a profile's value wins). Which card a job takes, the stage claims itself
+# (pipeline/devices.py). Single-thread rules (attack, train_transfer, uap) take a slot only where
+# there is a GPU to share; on a CPU-only machine they run side by side on the cores.
+from pipeline.devices import visible_gpus
 
-LIGHT_GPU = 1 if _shutil.which("nvidia-smi") and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "" else 0
+GPU_IDS = visible_gpus()
+if "gpu" not in dict(workflow.resource_settings.resources):
+    workflow.register_resource("gpu", max(1, len(GPU_IDS)))
+LIGHT_GPU = 1 if GPU_IDS else 0
+
+
+def train_gpus(stage):
+    """GPU slots of a training job: its `devices` (DDP ranks) on a GPU box, else one."""
+
+    def slots(wildcards):
+        if not GPU_IDS:
+            return 1
+        arch = wildcards.get("arch") or wildcards.get("model")
+        if stage == "train_defense" and wildcards.get("defense") == "distilled":
+            return 1
+        train = config["train"]
+        return {**train, **(train.get("per_model") or {}).get(arch, {})}["devices"]
+
+    return slots
 
 PRESET = config["preset"]
 MODELS = config["models"]  # naturally trained architectures

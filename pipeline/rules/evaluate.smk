@@ -12,6 +12,8 @@ rule evaluate:
         summary=report(P.SUMMARY, caption="../captions/summary.rst", category="Robustness"),
     params:
         values=lambda wc: dag.param_values(config, "evaluate"),
+    resources:
+        gpu=1,
     # All cores for one torch job: float results depend on the thread count, and DVC runs each
     # stage with every core, so this keeps Snakemake's and DVC's outputs bit-identical.
     threads: TORCH_THREADS

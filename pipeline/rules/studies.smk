@@ -113,6 +113,8 @@ rule units:
         metrics=P.UNITS_METRICS,
     params:
         values=lambda wc: dag.param_values(config, "units"),
+    resources:
+        gpu=1,
     threads: TORCH_THREADS
     shell:
         "python -m pipeline.units"

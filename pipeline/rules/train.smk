@@ -12,7 +12,7 @@ rule train:
     params:
         values=lambda wc: dag.param_values(config, "train"),
     resources:
-        gpu=1,
+        gpu=train_gpus("train"),
     # All cores for one torch job: float results depend on the thread count, and DVC runs each
     # stage with every core, so this keeps Snakemake's and DVC's outputs bit-identical.
     threads: TORCH_THREADS
@@ -32,7 +32,7 @@ rule train_defense:
     params:
         values=lambda wc: dag.param_values(config, "train_defense", defense=wc.defense),
     resources:
-        gpu=1,
+        gpu=train_gpus("train_defense"),
     threads: TORCH_THREADS
     shell:
         "python -m pipeline.train_defense --defense {wildcards.defense} --model {wildcards.arch}"

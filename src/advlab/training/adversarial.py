@@ -185,6 +185,7 @@ class AdversarialClassifier(NaturalClassifier):
             on_step=False,
             on_epoch=True,
             batch_size=len(x),
+            sync_dist=self.several_ranks(),
         )
         return loss
 
@@ -268,6 +269,8 @@ def fit_adversarial(
     resume_dir: str | Path | None = None,
     resume: bool = False,
     fingerprint: dict | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
     **optim,
 ) -> AdversarialTrainResult:
     """Adversarial training of ``model`` with :class:`AdversarialClassifier`; see
@@ -279,7 +282,8 @@ def fit_adversarial(
     without a validation set, the last epoch. ``model`` is left holding the kept
     weights, in eval mode. ``optim``: the optimiser settings of :class:`NaturalClassifier`
     (``lr`` required). ``resume_dir``, ``resume``, ``fingerprint``: resume points, as in
-    :func:`advlab.training.fit_module` (the random starts' generator is in them too).
+    :func:`advlab.training.fit_module` (the random starts' generator is in them too); ``devices``,
+    ``strategy``: data-parallel training, as there.
     """
     module = AdversarialClassifier(
         model,
@@ -309,6 +313,8 @@ def fit_adversarial(
         resume_dir=resume_dir,
         resume=resume,
         fingerprint=fingerprint,
+        devices=devices,
+        strategy=strategy,
     )
     # Both recorders write one row per epoch, at the same hook.
     robust = pd.DataFrame(recorder.rows, columns=["epoch", "train_adv_acc", "val_adv_acc"])
@@ -321,4 +327,5 @@ def fit_adversarial(
         model.eval()
         best_val_acc = float(history.loc[history["epoch"] == best_epoch, "val_acc"].iloc[0])
     best_val_adv_acc = float(history.loc[history["epoch"] == best_epoch, "val_adv_acc"].iloc[0])
-    return AdversarialTrainResult(best_state, best_epoch, best_val_acc, history, result.seconds, best_val_adv_acc)
+    return AdversarialTrainResult(best_state, best_epoch, best_val_acc, history, result.seconds,
+                                  world_size=result.world_size, best_val_adv_acc=best_val_adv_acc)

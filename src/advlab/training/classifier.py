@@ -67,8 +67,16 @@ class NaturalClassifier(pl.LightningModule):
         logits = self(x)
         loss = self.loss(logits, targets)
         acc = (logits.argmax(dim=1) == _hard(batch[1])).float().mean()
-        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=len(x))
+        self.log_dict({"train_loss": loss, "train_acc": acc}, on_step=False, on_epoch=True, batch_size=len(x),
+                      sync_dist=self.several_ranks())
         return loss
+
+    def several_ranks(self) -> bool:
+        """Whether this is a multi-process (DDP) fit: each rank trains on its share of every batch,
+        so training metrics are averaged over the ranks. (Every rank validates on the whole
+        validation set, with the same weights: no averaging needed there.)"""
+        trainer = self._trainer
+        return trainer is not None and trainer.world_size > 1
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")

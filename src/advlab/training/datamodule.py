@@ -24,9 +24,28 @@ class _Tensors(torch.utils.data.Dataset):
         return tuple(t[idx] for t in self.tensors)
 
 
+class _RankShare(torch.utils.data.Sampler):
+    """Rank ``rank``'s share of every batch of ``batches``: items rank, rank + world, ... All ranks draw
+    the same batches (same generator), so together they take exactly the batch one process would.
+    A last batch too small to give every rank an item is left out, by all ranks alike."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int) -> None:
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __iter__(self):
+        for batch in self.batches:
+            if len(batch) >= self.world:
+                yield batch[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n, size = len(self.batches.sampler), self.batches.batch_size
+        return n // size + (1 if n % size >= self.world else 0)
+
+
 def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, seed: int,
-            generator: torch.Generator | None = None) -> DataLoader:
-    """Shuffled with ``generator`` (default: a new one seeded with ``seed``), or in index order."""
+            generator: torch.Generator | None = None, rank: int = 0, world: int = 1) -> DataLoader:
+    """Shuffled with ``generator`` (default: a new one seeded with ``seed``), or in index order;
+    with ``world`` > 1, only rank ``rank``'s share of each batch (see :class:`_RankShare`)."""
     ds = _Tensors(*tensors)
     if shuffle:
         if generator is None:
@@ -34,8 +53,10 @@ def _loader(tensors: tuple[torch.Tensor, ...], batch_size: int, shuffle: bool, s
         sampler = RandomSampler(ds, generator=generator)
     else:
         sampler = SequentialSampler(ds)
+    batches = BatchSampler(sampler, batch_size, drop_last=False)
     # batch_size=None: the BatchSampler's index lists go straight to __getitem__.
-    return DataLoader(ds, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None, num_workers=0)
+    return DataLoader(ds, sampler=batches if world == 1 else _RankShare(batches, rank, world), batch_size=None,
+                      num_workers=0)
 
 
 class ArrayDataModule(pl.LightningDataModule):
@@ -49,6 +70,9 @@ class ArrayDataModule(pl.LightningDataModule):
     That generator's state is the module's ``state_dict``: restored from a checkpoint (before
     Lightning asks for the training loader), it makes the next epoch draw the permutation an
     uninterrupted fit would draw there.
+
+    In a multi-process (DDP) fit each rank takes its share of every batch, and every rank
+    validates on the whole validation set.
     """
 
     def __init__(
@@ -103,8 +127,10 @@ class ArrayDataModule(pl.LightningDataModule):
             generator.set_state(self._restored_generator_state)
             self._restored_generator_state = None  # once: a later loader starts from the seed again
         self._train_generator = generator
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return _loader((self.x_train, self.y_train), self.batch_size, shuffle=True, seed=self.seed,
-                       generator=generator)
+                       generator=generator, rank=rank, world=world)
 
     def state_dict(self) -> dict:
         if self._train_generator is None:

@@ -34,6 +34,7 @@ class TrainResult:
     best_val_acc: float  # NaN when there was no validation set
     history: pd.DataFrame  # one row per epoch, HISTORY_COLUMNS
     seconds: float  # wall time of the whole fit
+    world_size: int = 1  # processes that trained (DDP ranks), as Lightning counted them
 
 
 class RecorderState(pl.Callback):
@@ -118,6 +119,10 @@ def _quiet_and_restored():
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
             warnings.filterwarnings("ignore", message=r".*exists and is not empty.*")
+            # Printed wherever SLURM's tools are installed, even outside any job.
+            warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system.*")
+            # DDP: every rank validates on the whole validation set with the same weights (ArrayDataModule).
+            warnings.filterwarnings("ignore", message=r".*It is recommended to use `self.log\('val_.*sync_dist=True.*")
             # Lightning 2.6 still uses torch's deprecated LeafSpec internally.
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*", category=FutureWarning)
             yield
@@ -140,8 +145,11 @@ def make_trainer(
     validate: bool = True,
     precision: str | int = "32-true",
     plugins: list | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
 ) -> pl.Trainer:
-    """The one Trainer set-up of advlab's fits: one device, no checkpoints or model summary,
+    """The one Trainer set-up of advlab's fits: ``devices`` processes (one by default; more with
+    DDP, see :func:`fit_module`), no checkpoints or model summary,
     no sanity validation; with ``log_dir``, Lightning's ``CSVLogger`` writes directly into it,
     else a temporary root (closed with ``stack``) and no logger. (Resume points are written by
     a callback, :class:`advlab.training.resume.ResumePoint`, not by Lightning's checkpointing.)"""
@@ -154,7 +162,10 @@ def make_trainer(
     return pl.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,
-        devices=1,
+        devices=devices,
+        strategy=strategy,
+        # Several processes: ArrayDataModule shards each batch itself (same batches as one process).
+        use_distributed_sampler=devices == 1,
         precision=precision,
         deterministic=deterministic,
         logger=logger,
@@ -185,6 +196,8 @@ def fit_module(
     resume_dir: str | Path | None = None,
     resume: bool = False,
     fingerprint: dict | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
 ) -> TrainResult:
     """Train ``module`` (a :class:`NaturalClassifier` or subclass) for ``epochs``.
 
@@ -202,9 +215,28 @@ def fit_module(
     point is discarded with a :class:`~advlab.training.resume.ResumeWarning`, as is an unreadable
     one. With ``resume=False`` an old resume point is deleted. The folder's files are removed
     once the fit has finished.
+
+    ``devices`` > 1 trains data-parallel in that many processes (``strategy`` "ddp", also what
+    "auto" means then; on the CPU they communicate through gloo and share the torch threads).
+    Lightning starts the other ranks by running the calling command again; they leave the process
+    with ``SystemExit(0)`` once the fit is done, so that only rank 0 returns and writes results.
+    Each global batch is the one a single process would take, split across the ranks, so the fit
+    follows the single-process one up to float rounding. The world size is checked after the fit
+    (inside a one-task SLURM job Lightning would otherwise silently train in one process). Resume
+    points are not kept for such fits.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if devices < 1:
+        raise ValueError(f"devices must be >= 1, got {devices}")
+    if strategy not in ("auto", "ddp"):
+        raise ValueError(f"strategy must be 'auto' or 'ddp', got {strategy!r}")
+    distributed = devices > 1
+    if distributed and resume_dir is not None:
+        if resume:
+            warnings.warn("resume points are not kept for multi-process (DDP) fits: this fit starts afresh",
+                          _resume.ResumeWarning, stacklevel=2)
+        resume_dir, resume = None, False
     recorder = _EpochRecorder()
     no_val = getattr(datamodule, "n_val", 1) == 0
     all_callbacks: list[pl.Callback] = [recorder, *(callbacks or [])]
@@ -219,16 +251,29 @@ def fit_module(
         plugins = [_resume.AtomicCheckpointIO()]
     with contextlib.ExitStack() as stack:
         stack.enter_context(_quiet_and_restored())
+        if distributed:
+            plugins = _ddp_plugins(devices)
         pl.seed_everything(seed, workers=True, verbose=False)
         trainer = make_trainer(stack, epochs=epochs, accelerator=accelerator, deterministic=deterministic,
                                callbacks=all_callbacks, log_dir=log_dir, enable_progress_bar=enable_progress_bar,
-                               validate=not no_val, precision=precision, plugins=plugins)
+                               validate=not no_val, precision=precision, plugins=plugins, devices=devices,
+                               strategy="ddp" if distributed else "auto")
+        if distributed and trainer.accelerator.__class__.__name__ == "CPUAccelerator":
+            # The ranks share the cores a single process would have had.
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            torch.set_num_threads(max(1, torch.get_num_threads() // devices))
         if ckpt_path is not None:
             print(f"advlab: resuming the fit from {ckpt_path}", file=sys.stderr)
         t0 = time.perf_counter()
         # weights_only: the resume point holds tensors, numbers, strings and containers only.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         seconds = time.perf_counter() - t0
+        world_size = trainer.world_size
+        if world_size != devices:
+            raise RuntimeError(f"the fit ran in {trainer.world_size} process(es), not the {devices} asked for "
+                               f"(cluster environment: {type(trainer.strategy.cluster_environment).__name__})")
+        if trainer.global_rank != 0:
+            raise SystemExit(0)  # a copy of the calling command started by Lightning: rank 0 goes on alone
 
     if recorder.best_state is None:
         raise RuntimeError("training ended before the first epoch completed")
@@ -239,7 +284,21 @@ def fit_module(
     model.eval()
     history = pd.DataFrame(recorder.rows, columns=HISTORY_COLUMNS)
     best_val_acc = math.nan if no_val else recorder.best_score[0]
-    return TrainResult(recorder.best_state, recorder.best_epoch, best_val_acc, history, seconds)
+    return TrainResult(recorder.best_state, recorder.best_epoch, best_val_acc, history, seconds, world_size)
+
+
+def _ddp_plugins(devices: int) -> list | None:
+    """Inside a SLURM job whose step has fewer tasks than ``devices`` (Snakemake's SLURM executor
+    runs every rule as a one-task step), Lightning would take SLURM's task count as the world and
+    train in one process without a word. Then Lightning itself starts the ranks on this node."""
+    from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        import os
+
+        if int(os.environ.get("SLURM_NTASKS", "1")) < devices:
+            return [LightningEnvironment()]
+    return None
 
 
 def fit_classifier(
@@ -256,10 +315,12 @@ def fit_classifier(
     resume_dir: str | Path | None = None,
     resume: bool = False,
     fingerprint: dict | None = None,
+    devices: int = 1,
+    strategy: str = "auto",
     **optim,
 ) -> TrainResult:
     """Natural (clean-data, cross-entropy) training of ``model``; see :func:`fit_module`
-    (also for ``resume_dir``, ``resume`` and ``fingerprint``).
+    (also for ``resume_dir``, ``resume``, ``fingerprint``, ``devices`` and ``strategy``).
 
     ``optim``: the optimiser settings of :class:`NaturalClassifier` (``lr`` required;
     ``optimizer``, ``momentum``, ``weight_decay``, ``lr_schedule``, ...), its one definition.
@@ -278,4 +339,6 @@ def fit_classifier(
         resume_dir=resume_dir,
         resume=resume,
         fingerprint=fingerprint,
+        devices=devices,
+        strategy=strategy,
     )
