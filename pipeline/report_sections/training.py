@@ -22,13 +22,16 @@ def render(ctx) -> str | None:
         rows.append({"model": model, "test accuracy": f"{m['test_accuracy']:.4f}",
                      "test error": f"{m['test_error']:.2%}", "best val accuracy": f"{m['best_val_accuracy']:.4f}",
                      "best epoch": m["best_epoch"], "epochs": m["epochs"], "parameters": m["n_parameters"],
-                     "training time": f"{seconds:.1f} s"})
+                     "processes": m.get("world_size", 1), "training time": f"{seconds:.1f} s"})
         if h is not None:
             histories[model] = h
     if not rows:
         return None
+    frame = pd.DataFrame(rows)
+    if (frame["processes"] == 1).all():
+        frame = frame.drop(columns="processes")  # shown only when some fit was data-parallel (train.devices)
     out = ["## Training", "", "Natural models by architecture name; defended variants as <arch>-<defense>. "
-           "Training time is the wall time of the epochs on this machine.", "", table(pd.DataFrame(rows)), ""]
+           "Training time is the wall time of the epochs on this machine.", "", table(frame), ""]
     if histories:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         for model, h in histories.items():

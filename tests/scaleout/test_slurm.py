@@ -104,8 +104,10 @@ def test_ddp_inside_a_slurm_job_runs_two_processes(slurm, snake_run, tmp_path):
     shutil.copytree(snake_run[0], project, symlinks=True)
     (project / "mlflow.db").unlink(missing_ok=True)
     target = "models/smoke/lenet.pt"
-    run_ok([tool("snakemake"), *SLURM_ARGS, *CORES, "--configfile", "presets/smoke.yaml",
-            "presets/overlays/ddp2.yaml", "--forcerun", "train", target], project, timeout=900)
+    # the target first: --forcerun takes every word after it as a rule or file to force
+    out = run_ok([tool("snakemake"), target, *SLURM_ARGS, *CORES, "--configfile", "presets/smoke.yaml",
+                  "presets/overlays/ddp2.yaml", "--forcerun", "train"], project, timeout=900)
+    assert len(re.findall(r"has been submitted with SLURM jobid", out.stdout + out.stderr)) == 1
     ddp = json.loads((project / "metrics/smoke/train/lenet.json").read_text())
     single = json.loads((snake_run[0] / "metrics/smoke/train/lenet.json").read_text())
     assert ddp["world_size"] == 2 and single["world_size"] == 1
@@ -116,11 +118,19 @@ def test_ddp_inside_a_slurm_job_runs_two_processes(slurm, snake_run, tmp_path):
 
 
 def test_cluster_listens_on_loopback_only(slurm):
-    import subprocess
-
-    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-    lines = [ln for ln in out.splitlines() if "slurmctld" in ln or "slurmd" in ln]
-    assert lines and all(" 127.0.0.1:" in ln for ln in lines), lines
+    """slurmctld and slurmd listen on 127.0.0.1 only (CommunicationParameters), read from the kernel's
+    socket table: /proc/net/tcp and tcp6, listening state 0A."""
+    conf = slurm_cluster.SYSTEM_CONF.read_text()
+    ports = {int(p) for p in re.findall(r"^Slurm(?:ctld|d)Port=(\d+)$", conf, flags=re.M)}
+    assert len(ports) == 2
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, port = local.split(":")
+            if state == "0A" and int(port, 16) in ports:
+                listening.append(address)
+    assert len(listening) >= 2 and set(listening) == {"0100007F"}, listening  # 127.0.0.1, little-endian
 
 
 def test_profile_requests_what_each_rule_needs():
@@ -138,6 +148,8 @@ def test_profile_requests_what_each_rule_needs():
         assert res["mem_mb"] > 0 and res["runtime"] > 0
         assert (res.get("gpu") == 1) == (rule in GPU_RULES), rule
     assert profile["executor"] == "slurm"
+    # the Snakefile's GPU cap (the submitting machine's cards) must not serialise the cluster's GPU jobs
+    assert profile["resources"]["gpu"] >= profile["jobs"]
 
 
 def test_without_slurm_status_answers_snakemake_would_wait(slurm, tmp_path):
