@@ -47,7 +47,8 @@ def _reset_peak(device: torch.device) -> None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    cpu = platform.processor() or platform.machine()
+    return f"CPU: {cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
 
 
 def timed_attack(name, fn, model, x, y, device, batch):
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
     report = {"device": device_name(device), "preset": args.preset, "n_train": len(ds.x_train),
               "points": len(x), "models": rows}
     (OUT / "performance.json").write_text(json.dumps(report, indent=2))
-    print("\n| model | s/epoch | peak GPU MiB (train) | " + " | ".join(a["attack"] + " ms/img" for a in rows[0]["attacks"])
-          + " |")
+    columns = [a["attack"] + " ms/img" for a in rows[0]["attacks"]]
+    print("\n| model | s/epoch | peak GPU MiB (train) | " + " | ".join(columns) + " |")
     print("|" + "---|" * (3 + len(rows[0]["attacks"])))
     for r in rows:
         mean = sum(r["seconds_per_epoch"]) / len(r["seconds_per_epoch"])

@@ -157,7 +157,8 @@ def start(root: Path, gpus: int = 0) -> dict:
             node = root / f"fakegpu{i}"
             if not node.exists():
                 os.mknod(node, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
-        (conf.parent / "gres.conf").write_text(f"NodeName={socket.gethostname()} Name=gpu File={root}/fakegpu[0-{gpus - 1}]\n")
+        files = f"{root}/fakegpu[0-{gpus - 1}]"
+        (conf.parent / "gres.conf").write_text(f"NodeName={socket.gethostname()} Name=gpu File={files}\n")
     env = {**os.environ, "SLURM_CONF": str(conf)}
     for daemon in ("slurmctld", "slurmd"):
         log = (root / "log" / f"{daemon}.out").open("w")

@@ -12,7 +12,8 @@ import pytest
 from pipeline import devices
 from tests.conftest import python, run_ok, stage_env, tool
 
-ATTACK_TABLES = [f"results/smoke/attacks/{m}/{a}.csv" for m in ("lenet", "fc100_100") for a in ("fgsm", "pgd", "deepfool")]
+ATTACK_TABLES = [f"results/smoke/attacks/{m}/{a}.csv"
+                 for m in ("lenet", "fc100_100") for a in ("fgsm", "pgd", "deepfool")]
 
 
 def _intervals(log_path):
