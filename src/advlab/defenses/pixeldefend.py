@@ -1,0 +1,125 @@
+"""PixelDefend (Song et al. 2018): purify an input by moving each pixel, in raster order, to the value
+inside an eps-ball that a PixelCNN finds most likely given the pixels already purified.
+
+The density model is a gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with
+PixelCNN Decoders"): 256-way logits for every pixel's intensity given all pixels before it in raster
+order, with a vertical stack (rows above) and a horizontal stack (pixels to the left) so that the
+receptive field has no blind spot. Single-channel (grayscale) images only, for now: colour needs the
+R -> G -> B ordering inside a pixel.
+
+Images are floats in [0, 1]; intensities are the 256 levels round(255 x).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LEVELS = 256
+
+
+def to_levels(x: Tensor) -> Tensor:
+    """[0, 1] floats -> integer intensity levels 0..255 (long)."""
+    return (x * (LEVELS - 1)).round().clamp(0, LEVELS - 1).long()
+
+
+def _shift_down(t: Tensor) -> Tensor:
+    """Row i gets row i - 1 (zeros in row 0): what the horizontal stack may see of the vertical one."""
+    return F.pad(t, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def _shift_right(t: Tensor) -> Tensor:
+    """Column j gets column j - 1 (zeros in column 0)."""
+    return F.pad(t, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+class _GatedLayer(nn.Module):
+    """One gated layer: the vertical stack sees rows <= i, the horizontal stack row i, columns <= j
+    (the first layer: columns < j, so that no output sees its own pixel)."""
+
+    def __init__(self, channels: int, kernel: int, first: bool) -> None:
+        super().__init__()
+        half = kernel // 2
+        self.half, self.first = half, first
+        c_in = 1 if first else channels
+        self.v_conv = nn.Conv2d(c_in, 2 * channels, (half + 1, kernel))
+        self.h_conv = nn.Conv2d(c_in, 2 * channels, (1, half + 1))
+        self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.h_out = nn.Conv2d(channels, channels, 1)
+
+    @staticmethod
+    def _gate(t: Tensor) -> Tensor:
+        a, b = t.chunk(2, dim=1)
+        return torch.tanh(a) * torch.sigmoid(b)
+
+    def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        half = self.half
+        v_feat = self.v_conv(F.pad(v, (half, half, half, 0)))  # rows i - half .. i, all nearby columns
+        h_in = _shift_right(h) if self.first else h
+        h_feat = self.h_conv(F.pad(h_in, (half, 0, 0, 0))) + self.v_to_h(_shift_down(v_feat))
+        h_new = self.h_out(self._gate(h_feat))
+        return self._gate(v_feat), h_new if self.first else h + h_new
+
+
+class GatedPixelCNN(nn.Module):
+    """p(x) = prod_i p(x_i | x_<i) over grayscale images; ``forward(x)`` gives the logits
+    ``[N, 256, H, W]`` of every pixel's level given the pixels before it in raster order."""
+
+    def __init__(self, channels: int = 32, layers: int = 5, kernel: int = 5) -> None:
+        super().__init__()
+        if layers < 1 or channels < 1:
+            raise ValueError(f"layers and channels must be >= 1, got {layers}, {channels}")
+        if kernel < 3 or kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and >= 3, got {kernel}")
+        self.layers = nn.ModuleList(_GatedLayer(channels, kernel, first=i == 0) for i in range(layers))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
+                                  nn.Conv2d(channels, LEVELS, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != 1:
+            raise ValueError(f"GatedPixelCNN takes grayscale NCHW images (C = 1), got shape {tuple(x.shape)}")
+        v = h = x * 2.0 - 1.0
+        for layer in self.layers:
+            v, h = layer(v, h)
+        return self.head(h)
+
+    def nll(self, x: Tensor) -> Tensor:
+        """Negative log-likelihood of each image, in nats (sum over pixels): ``[N]``."""
+        logits = self(x)
+        return F.cross_entropy(logits, to_levels(x)[:, 0], reduction="none").flatten(1).sum(1)
+
+    def bits_per_dim(self, x: Tensor) -> Tensor:
+        """Mean bits per pixel of each image: ``[N]`` (the usual density-model figure)."""
+        return self.nll(x) / (math.log(2) * x[0].numel())
+
+
+@torch.no_grad()
+def pixeldefend(pixelcnn: GatedPixelCNN, x: Tensor, eps_levels: int = 16) -> Tensor:
+    """PixelDefend's purification: in raster order, each pixel becomes the level within
+    ``eps_levels`` of its input level that ``pixelcnn`` finds most likely given the pixels purified so
+    far (greedy, so deterministic). Returns images in [0, 1] on the 256 levels, at L∞ distance at
+    most ``eps_levels / 255`` from the input's levels. One PixelCNN pass per pixel, on the whole batch.
+    """
+    if eps_levels < 0:
+        raise ValueError(f"eps_levels must be >= 0, got {eps_levels}")
+    if x.dim() != 4 or x.shape[1] != 1:
+        raise ValueError(f"pixeldefend takes grayscale NCHW images (C = 1), got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise ValueError("pixeldefend takes finite images in [0, 1]")
+    was_training = pixelcnn.training
+    pixelcnn.eval()
+    levels = to_levels(x)
+    out = levels.clone()
+    grid = torch.arange(LEVELS, device=x.device)
+    try:
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                logits = pixelcnn(out.float() / (LEVELS - 1))[:, :, i, j]  # [N, 256]
+                centre = levels[:, 0, i, j].unsqueeze(1)
+                allowed = (grid.unsqueeze(0) - centre).abs() <= eps_levels
+                out[:, 0, i, j] = logits.masked_fill(~allowed, -math.inf).argmax(dim=1)
+    finally:
+        pixelcnn.train(was_training)
+    return out.float() / (LEVELS - 1)

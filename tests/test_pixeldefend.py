@@ -1,0 +1,81 @@
+"""PixelDefend's PixelCNN and purification (issue 9, first part: the library)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advlab.defenses.pixeldefend import GatedPixelCNN, pixeldefend, to_levels
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_each_output_depends_only_on_earlier_pixels():
+    """The autoregressive property, checked by gradients: the logits of pixel (i, j) move with every
+    pixel before it in raster order that the receptive field reaches, and with none at or after it."""
+    torch.manual_seed(0)
+    net = GatedPixelCNN(channels=8, layers=4, kernel=3).double()
+    h = w = 7
+    for i, j in [(0, 0), (0, 3), (3, 0), (3, 3), (6, 6)]:
+        x = torch.rand(1, 1, h, w, dtype=torch.float64, requires_grad=True)
+        net(x)[0, :, i, j].sum().backward()
+        grad = x.grad[0, 0].abs()
+        order = torch.arange(h * w).reshape(h, w)
+        later = order >= i * w + j
+        assert grad[later].max() == 0, (i, j)
+        if (i, j) != (0, 0):
+            assert grad[i, j - 1 if j else 0] > 0 or grad[i - 1, j] > 0  # a neighbour before it counts
+    # no blind spot: with enough layers, the pixel up and to the right is seen too
+    x = torch.rand(1, 1, h, w, dtype=torch.float64, requires_grad=True)
+    net(x)[0, :, 3, 3].sum().backward()
+    assert x.grad[0, 0, 2, 4] != 0
+
+
+def test_purification_stays_in_the_ball_on_the_levels_and_is_deterministic():
+    torch.manual_seed(0)
+    net = GatedPixelCNN(channels=8, layers=2, kernel=3)
+    x = torch.rand(3, 1, 6, 6)
+    a, b = pixeldefend(net, x, eps_levels=16), pixeldefend(net, x, eps_levels=16)
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a * 255, (a * 255).round())
+    assert (to_levels(a) - to_levels(x)).abs().max() <= 16
+    assert torch.equal(pixeldefend(net, x, eps_levels=0), to_levels(x).float() / 255)
+    assert net.training  # left as it was found
+
+
+def test_purification_refuses_bad_input():
+    net = GatedPixelCNN(channels=4, layers=1, kernel=3)
+    with pytest.raises(ValueError, match="grayscale"):
+        pixeldefend(net, torch.rand(1, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pixeldefend(net, torch.full((1, 1, 4, 4), 1.5))
+    with pytest.raises(ValueError, match="eps_levels"):
+        pixeldefend(net, torch.rand(1, 1, 4, 4), eps_levels=-1)
+
+
+def test_trained_pixelcnn_purifies_noisy_digits_towards_the_data(small):
+    """A PixelCNN trained briefly on MNIST digits: noisy test digits have a higher NLL than clean ones,
+    and purification lowers it again (a more likely image, closer to the data)."""
+    torch.manual_seed(0)
+    net = GatedPixelCNN(channels=16, layers=3, kernel=3)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    x_train = small.x_train[:512]
+    for step in range(60):
+        batch = x_train[torch.randint(0, len(x_train), (32,))]
+        loss = net.nll(batch).mean() / batch[0].numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    x = small.x_test[:4]
+    gen = torch.Generator().manual_seed(1)
+    noisy = (x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    with torch.no_grad():
+        clean_bpd = net.bits_per_dim(x).mean()
+        noisy_bpd = net.bits_per_dim(noisy).mean()
+        purified = pixeldefend(net, noisy, eps_levels=64)
+        purified_bpd = net.bits_per_dim(purified).mean()
+    assert clean_bpd < 2.5  # a real density model: far below the 8 bits of a uniform one
+    assert noisy_bpd > clean_bpd + 0.5
+    assert purified_bpd < noisy_bpd - 0.5
+    assert (purified - x).abs().mean() < (noisy - x).abs().mean()  # moved towards the clean digits
