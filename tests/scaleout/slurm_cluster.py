@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline.io import pid_alive
+from tests.scaleout.servers import free_port
+
 REQUIRED = ("slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "srun", "munge", "munged")
 MUNGE_RUN = Path("/run/munge")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
@@ -40,12 +43,6 @@ def missing_programs() -> list[str]:
 
 def _exe(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _munge_ok() -> bool:
@@ -148,7 +145,7 @@ def start(root: Path, gpus: int = 0) -> dict:
         total_mb = int(fh.readline().split()[1]) // 1024
     conf = _claim_system_conf(root)
     conf.write_text(slurm_conf(root, cpus=cpus, memory_mb=max(1000, total_mb - 2000), gpus=gpus,
-                               ctld_port=_free_port(), slurmd_port=_free_port()))
+                               ctld_port=free_port(), slurmd_port=free_port()))
     if gpus:
         # SLURM's gpu plugin counts a node's GPUs by their device files, which must be character
         # devices: copies of /dev/null stand in for /dev/nvidia<i>. SLURM then hands each job its own
@@ -191,22 +188,14 @@ def _kill(pid: int | None, seconds: float = 15) -> None:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)  # our child: reap it
         except ChildProcessError:
-            done = 0 if _alive(pid) else pid
-        if done == pid or not _alive(pid):
+            done = 0 if pid_alive(pid) else pid
+        if done == pid or not pid_alive(pid):
             return
         time.sleep(0.2)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def stop(root: Path) -> None:

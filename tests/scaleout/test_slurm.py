@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import project_copy, run_ok, stage_env, tool
 from tests.scaleout import slurm_cluster
-from tests.test_pipeline_e2e import SMOKE_JOBS
+from tests.test_pipeline_e2e import SMOKE_JOBS, _runs, _sqlite
 
 # Accounting is off on the test cluster, so squeue answers status queries (sacct cannot).
 SLURM_ARGS = ["--workflow-profile", "profiles/slurm", "--slurm-status-command", "squeue",
@@ -50,11 +50,7 @@ def slurm(tmp_path_factory):
 
 
 def _mlflow_runs(project: Path):
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("advlab")
-    return client.search_runs([exp.experiment_id], max_results=1000)
+    return _runs(_sqlite(project))[1]
 
 
 @pytest.fixture(scope="module")
