@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.defenses.defensegan import DCGANDiscriminator, DCGANGenerator, project
+from advlab.defenses.defensegan import DCGANDiscriminator, DCGANGenerator, DefenseGAN, project, tangent_projection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -72,3 +72,93 @@ def test_projection_refuses_bad_input():
         project(g, torch.full((1, 1, 28, 28), -0.5))
     with pytest.raises(ValueError, match="restarts"):
         project(g, torch.rand(1, 1, 28, 28), restarts=0)
+
+
+class _LinearGenerator(torch.nn.Module):
+    """G(z) = A z + b, reshaped to 28 x 28: its range is an affine subspace, so the least-squares
+    projection and its derivative (A (A^T A)^-1 A^T) are known in closed form."""
+
+    def __init__(self, z_dim=3):
+        super().__init__()
+        torch.manual_seed(2)
+        self.z_dim = z_dim
+        self.lin = torch.nn.Linear(z_dim, 784).double()
+        with torch.no_grad():
+            self.lin.weight.mul_(0.05)
+            self.lin.bias.fill_(0.5)
+
+    def forward(self, z):
+        return self.lin(z.to(torch.float64)).view(len(z), 1, 28, 28)
+
+
+def test_tangent_projection_is_the_derivative_of_the_projection_for_a_linear_generator():
+    g = _LinearGenerator()
+    a = g.lin.weight.detach()
+    p = a @ torch.linalg.solve(a.T @ a, a.T)
+    grad = torch.randn(4, 1, 28, 28, dtype=torch.float64)
+    z = torch.randn(4, 3, dtype=torch.float64)
+    got = tangent_projection(g, z, grad)
+    assert got.shape == grad.shape
+    torch.testing.assert_close(got.flatten(1), grad.flatten(1) @ p.T)
+    torch.testing.assert_close(tangent_projection(g, z, got), got)  # a projection: idempotent
+
+
+def _classifier():
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)).double()
+
+
+def test_defensegan_bpda_gradients_have_the_input_shape_and_match_the_true_gradient():
+    """For a linear generator the projection is x -> P (x - b) + b, differentiable in closed form. The
+    "generator" BPDA view's gradient equals the true gradient of classifier(P (x - b) + b); the
+    identity view's equals the classifier's gradient at the projection; the exact defence's is 0."""
+    g, clf = _LinearGenerator(), _classifier()
+    a, b = g.lin.weight.detach(), g.lin.bias.detach()
+    p = a @ torch.linalg.solve(a.T @ a, a.T)
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    y = torch.tensor([1, 4, 7])
+    loss = torch.nn.functional.cross_entropy
+
+    def closed_form(v):
+        return ((v.flatten(1) - b) @ p.T + b).view_as(v)
+
+    xr = x.clone().requires_grad_(True)
+    loss(clf(closed_form(xr)), y, reduction="sum").backward()
+    true_grad = xr.grad
+    for approx, expected in [("generator", true_grad), ("identity", None)]:
+        d = DefenseGAN(clf, g, restarts=2, steps=400, lr=0.05, approx=approx, seed=0)
+        xa = x.clone().requires_grad_(True)
+        logits = d.bpda()(xa)
+        with torch.no_grad():  # the forward is the exact (converged) projection
+            torch.testing.assert_close(logits, clf(closed_form(x)), atol=2e-3, rtol=0)
+        loss(logits, y, reduction="sum").backward()
+        assert xa.grad.shape == x.shape
+        if expected is not None:
+            torch.testing.assert_close(xa.grad, expected, atol=2e-3 * expected.abs().max().item(), rtol=0)
+        else:
+            xp = closed_form(x).requires_grad_(True)
+            loss(clf(xp), y, reduction="sum").backward()
+            torch.testing.assert_close(xa.grad, xp.grad, atol=2e-3 * xp.grad.abs().max().item(), rtol=0)
+    xe = x.clone().requires_grad_(True)
+    loss(DefenseGAN(clf, g, restarts=1, steps=5)(xe), y, reduction="sum").backward()
+    assert xe.grad.abs().max() == 0  # the exact projection is not differentiated: the naive gradient
+
+
+def test_defensegan_draws_fresh_starts_per_call_and_repeats_under_its_seed():
+    g, clf = _generator(), torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    x = torch.rand(2, 1, 28, 28)
+    d = DefenseGAN(clf, g, restarts=2, steps=3, seed=5)
+    first, second = d.project(x)[0], d.project(x)[0]
+    assert not torch.equal(first, second)
+    d.reseed(5)
+    assert torch.equal(d.project(x)[0], first)
+    with pytest.raises(ValueError, match="approx"):
+        DefenseGAN(clf, g, approx="unrolled")
+
+
+def test_tangent_projection_runs_through_a_dcgan_generator():
+    g = _generator()
+    grad = torch.randn(3, 1, 28, 28)
+    out = tangent_projection(g, torch.randn(3, 8), grad)
+    assert out.shape == grad.shape and torch.isfinite(out).all()
+    assert out.norm() < grad.norm()  # onto an 8-dimensional tangent space: most of a random vector is lost

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab.defenses.pixeldefend import GatedPixelCNN, pixeldefend, to_levels
+from advlab.defenses.pixeldefend import GatedPixelCNN, PixelDefend, pixeldefend, to_levels
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,6 +43,35 @@ def test_purification_stays_in_the_ball_on_the_levels_and_is_deterministic():
     assert net.training  # left as it was found
 
 
+def _reference_purification(net, x, eps_levels):
+    """PixelDefend as the paper states it: one full PixelCNN pass per pixel, in raster order."""
+    levels = to_levels(x)
+    out = levels.clone()
+    grid = torch.arange(256)
+    with torch.no_grad():
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                logits = net(out.float() / 255)[:, :, i, j]
+                allowed = (grid.unsqueeze(0) - levels[:, 0, i, j].unsqueeze(1)).abs() <= eps_levels
+                out[:, 0, i, j] = logits.masked_fill(~allowed, float("-inf")).argmax(1)
+    return out.float() / 255
+
+
+def test_row_by_row_purification_equals_one_full_pass_per_pixel():
+    """The fast path (vertical stack once per row, horizontal stack per pixel) gives the logits of a
+    full pass, and therefore the same purified images."""
+    torch.manual_seed(1)
+    net = GatedPixelCNN(channels=8, layers=3, kernel=5).eval()
+    x = torch.rand(4, 1, 9, 8)
+    full = net(x)
+    above = net.v_features_above(x)
+    for i in (0, 4, 8):
+        row = net.row_logits(x[:, :, i:i + 1], [v[:, :, i:i + 1] for v in above])
+        torch.testing.assert_close(row, full[:, :, i:i + 1], rtol=1e-5, atol=1e-5)
+    for eps in (0, 3, 40, 255):
+        assert torch.equal(pixeldefend(net, x, eps_levels=eps), _reference_purification(net, x, eps))
+
+
 def test_purification_refuses_bad_input():
     net = GatedPixelCNN(channels=4, layers=1, kernel=3)
     with pytest.raises(ValueError, match="grayscale"):
@@ -79,3 +108,25 @@ def test_trained_pixelcnn_purifies_noisy_digits_towards_the_data(small):
     assert noisy_bpd > clean_bpd + 0.5
     assert purified_bpd < noisy_bpd - 0.5
     assert (purified - x).abs().mean() < (noisy - x).abs().mean()  # moved towards the clean digits
+
+
+def test_pixeldefend_exact_gradient_is_zero_and_bpda_gradient_is_the_classifiers_at_the_purified_point():
+    torch.manual_seed(0)
+    net = GatedPixelCNN(channels=4, layers=2, kernel=3)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    d = PixelDefend(clf, net, eps_levels=20)
+    x = torch.rand(3, 1, 8, 8)
+    y = torch.tensor([0, 5, 9])
+    loss = torch.nn.functional.cross_entropy
+    xe = x.clone().requires_grad_(True)
+    loss(d(xe), y).backward()
+    assert xe.grad.shape == x.shape and xe.grad.abs().max() == 0  # shattered: what naive PGD sees
+    xb = x.clone().requires_grad_(True)
+    logits = d.bpda()(xb)
+    purified = pixeldefend(net, x, eps_levels=20)
+    assert torch.equal(logits, clf(purified))  # forward: the exact defence
+    loss(logits, y).backward()
+    xp = purified.clone().requires_grad_(True)
+    loss(clf(xp), y).backward()
+    assert xb.grad.shape == x.shape
+    torch.testing.assert_close(xb.grad, xp.grad)  # backward: identity, i.e. the classifier's gradient there

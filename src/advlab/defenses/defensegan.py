@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .bpda import RandomDefense, attach_zero_grad, straight_through
+
 
 class DCGANGenerator(nn.Module):
     """z ``[N, z_dim]`` -> images ``[N, 1, 28, 28]`` in [0, 1]."""
@@ -86,3 +88,68 @@ def project(generator: DCGANGenerator, x: Tensor, *, restarts: int = 10, steps: 
         generator.train(was_training)
         for p, g in zip(generator.parameters(), grads):
             p.requires_grad_(g)
+
+
+def tangent_projection(generator: nn.Module, z: Tensor, grad: Tensor) -> Tensor:
+    """``J (J^T J)^+ J^T grad`` with ``J = dG/dz`` at ``z`` ``[N, z_dim]``: ``grad`` ``[N, 1, H, W]``
+    projected onto the tangent space of the generator's range at ``G(z)``. This is the derivative of
+    the projection x -> G(z*(x)) at a least-squares optimum, to first order in the residual (exact
+    for a linear generator): the BPDA backward pass "through the generator"."""
+    from torch.func import jacfwd, vmap
+
+    def one(zi: Tensor) -> Tensor:
+        return generator(zi.unsqueeze(0)).flatten()
+
+    with torch.no_grad():
+        jac = vmap(jacfwd(one))(z.detach())  # [N, D, z_dim]
+        g = grad.flatten(1).unsqueeze(2).to(jac.dtype)  # [N, D, 1]
+        coef = torch.linalg.lstsq(jac, g).solution  # [N, z_dim, 1]
+        return (jac @ coef).view_as(grad).to(grad.dtype)
+
+
+class _ThroughGenerator(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, projected: Tensor, x: Tensor, z: Tensor, generator: nn.Module) -> Tensor:
+        ctx.generator = generator
+        ctx.save_for_backward(z)
+        return projected.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (z,) = ctx.saved_tensors
+        return None, tangent_projection(ctx.generator, z, grad), None, None
+
+
+APPROXIMATIONS = ("identity", "generator")
+
+
+class DefenseGAN(RandomDefense):
+    """A classifier behind Defense-GAN: ``classifier(G(z*))`` with ``z*`` from :func:`project`.
+
+    Random: every forward call projects from fresh random starts (a seed drawn from the defence's
+    own stream, so an attack is still a function of its seed); EoT averages over them. The exact
+    projection is an inner optimisation whose result is not differentiated (gradient zero, as for
+    an attacker who does not unroll its ``steps``). BPDA backward passes: ``approx="identity"``
+    (dG(z*)/dx ~ I) or ``"generator"`` (the tangent projection of :func:`tangent_projection`)."""
+
+    def __init__(self, classifier: nn.Module, gan: nn.Module, *, restarts: int = 10, steps: int = 200,
+                 lr: float = 0.05, approx: str = "identity", seed: int = 0) -> None:
+        super().__init__(classifier, seed=seed)
+        if approx not in APPROXIMATIONS:
+            raise ValueError(f"approx must be one of {APPROXIMATIONS}, got {approx!r}")
+        if restarts < 1 or steps < 0:
+            raise ValueError(f"restarts must be >= 1 and steps >= 0, got {restarts}, {steps}")
+        self.gan, self.restarts, self.steps, self.lr, self.approx_kind = gan, int(restarts), int(steps), float(lr), approx
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator, device=self.generator.device))
+        return project(self.gan, x.detach(), restarts=self.restarts, steps=self.steps, lr=self.lr, seed=seed)
+
+    def transform(self, x: Tensor) -> Tensor:
+        return attach_zero_grad(self.project(x)[0], x)
+
+    def forward_bpda(self, x: Tensor) -> Tensor:
+        projected, z = self.project(x)
+        if self.approx_kind == "identity":
+            return self.classifier(straight_through(projected, x))
+        return self.classifier(_ThroughGenerator.apply(projected, x, z, self.gan))
