@@ -39,3 +39,17 @@ def test_attacks_on_cuda_match_cpu(small):
     # same random start (drawn on the CPU generator); sign steps may part at exact ties only
     assert (a.x_adv - b.x_adv.cpu()).abs().mean() < 1e-3
     assert (a.success == b.success.cpu()).float().mean() >= 0.9
+
+
+def test_cw_l2_on_cuda_loses_no_point_at_the_boundary(small, tmp_path):
+    """C&W leaves points just past the decision boundary; with cuDNN's TF32 (PyTorch's default, which
+    importing advlab turns off) a third of them flipped back when judged again on an H200."""
+    from advlab.attacks import cw_l2
+
+    assert not torch.backends.cudnn.allow_tf32
+    model = build_model("lenet", in_channels=1, image_size=28, num_classes=10, init_seed=0)
+    dm = ArrayDataModule(small.x_train, small.y_train, val_fraction=0.1, batch_size=64, seed=0)
+    fit_classifier(model, dm, epochs=2, lr=1e-3, optimizer="adam", seed=0, accelerator="gpu", log_dir=tmp_path)
+    model = model.cuda().eval()
+    res = cw_l2(model, small.x_test[:64].cuda(), small.y_test[:64].cuda(), binary_search_steps=6, max_iter=300)
+    assert bool(res.success.all())
