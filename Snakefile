@@ -20,6 +20,7 @@ include: "pipeline/rules/studies.smk"
 include: "pipeline/rules/attack_studies.smk"
 include: "pipeline/rules/physical.smk"
 include: "pipeline/rules/uap.smk"
+include: "pipeline/rules/generative.smk"
 include: "pipeline/rules/report.smk"
 
 

@@ -157,6 +157,16 @@ def _cross_checks(params: dict) -> list[str]:
     for i, name in enumerate(params["cw_study"]["grid"]):
         if name not in params["cw_study"]["models"]:
             problems.append(f"cw_study.grid[{i}]: {name!r} is not in cw_study.models")
+    gen = params["generative"]
+    if gen["run"]:
+        if gen["model"] not in naturals:
+            problems.append(f"generative.model: {gen['model']!r} is not among `models` ({', '.join(params['models'])}): "
+                            "the defenses sit in front of a naturally trained classifier")
+        if gen["pixelcnn"]["kernel"] % 2 == 0:
+            problems.append(f"generative.pixelcnn.kernel: must be odd, got {gen['pixelcnn']['kernel']}")
+        if params["data"]["dataset"] not in ("mnist", "mnist5k"):
+            problems.append(f"generative.run: the PixelCNN and the DCGAN take 28 x 28 grayscale images, and "
+                            f"data.dataset is {params['data']['dataset']!r}; set generative.run: false")
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")

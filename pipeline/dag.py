@@ -40,6 +40,11 @@ CODE = {
     "uap": ["pipeline/uap.py", "src/advlab/attacks/*.py"],
     "uap_study": ["pipeline/uap_study.py", "pipeline/uap.py", "pipeline/train.py", "src/advlab/attacks/*.py",
                   "src/advlab/analysis/*.py", "src/advlab/training/*.py"],
+    "train_pixelcnn": ["pipeline/train_pixelcnn.py", "src/advlab/defenses/*.py", "src/advlab/training/*.py"],
+    "train_gan": ["pipeline/train_gan.py", "pipeline/train_pixelcnn.py", "src/advlab/defenses/*.py",
+                  "src/advlab/training/*.py"],
+    "generative_defenses": ["pipeline/generative_defenses.py", "pipeline/train_pixelcnn.py", "src/advlab/attacks/*.py",
+                            "src/advlab/defenses/*.py"],
     "report": ["pipeline/report.py", "pipeline/report_sections/*.py", "pipeline/report_sections/*.yaml"],
 }
 
@@ -65,9 +70,12 @@ PARAMS = {
     "jsma_study": ["seed", "jsma_study"],
     "uap": ["seed", "uap"],
     "uap_study": ["seed", "train", "uap", "uap_study"],
+    "train_pixelcnn": ["seed", "generative.pixelcnn"],
+    "train_gan": ["seed", "generative.gan", "generative.defensegan.project"],
+    "generative_defenses": ["seed", "generative"],
     "report": ["preset", "models", "defenses", "eval", "attacks", "report", "madry_table", "deepfool_study",
                "transfer", "units", "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study", "physical",
-               "uap", "uap_study"],
+               "uap", "uap_study", "generative"],
 }
 
 

@@ -194,6 +194,30 @@ def stages() -> dict:
             "outs": [_t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY), _t(P.UAP_STUDY_TIMING)],
             "metrics": [_metric(_t(P.UAP_STUDY_METRICS))],
         },
+        # DVC has no conditional stages: with generative.run false (cifar10) these three refuse to run
+        # and say so; `dvc repro report` then needs them removed from the run (`dvc repro -s` per stage).
+        "train_pixelcnn": {
+            "cmd": "python -m pipeline.train_pixelcnn",
+            "deps": dag.code_deps("train_pixelcnn") + data,
+            "params": dag.param_keys("train_pixelcnn"),
+            "outs": [_t(P.PIXELCNN_MODEL), _t(P.PIXELCNN_HISTORY)],
+            "metrics": [_metric(_t(P.PIXELCNN_METRICS))],
+        },
+        "train_gan": {
+            "cmd": "python -m pipeline.train_gan",
+            "deps": dag.code_deps("train_gan") + data,
+            "params": dag.param_keys("train_gan"),
+            "outs": [_t(P.GAN_MODEL), _t(P.GAN_HISTORY)],
+            "metrics": [_metric(_t(P.GAN_METRICS))],
+        },
+        "generative_defenses": {
+            "cmd": "python -m pipeline.generative_defenses",
+            "deps": dag.code_deps("generative_defenses") + data + [
+                _t(P.MODEL).replace("{model}", "${generative.model}"), _t(P.PIXELCNN_MODEL), _t(P.GAN_MODEL)],
+            "params": dag.param_keys("generative_defenses"),
+            "outs": [_t(P.GENERATIVE_TABLE), _t(P.GENERATIVE_EXAMPLES)],
+            "metrics": [_metric(_t(P.GENERATIVE_METRICS))],
+        },
         "report": {
             "cmd": "python -m pipeline.report",
             "deps": dag.code_deps("report") + [
@@ -212,6 +236,8 @@ def stages() -> dict:
                 _t(P.PHYSICAL_TABLE).split("/{model}")[0], _t(P.PHYSICAL_METRICS).rsplit("/", 1)[0],
                 _t(P.UAP_TABLE).split("/{model}")[0], _t(P.UAP_METRICS).rsplit("/", 1)[0],
                 _t(P.UAP_CROSS), _t(P.UAP_FINETUNE), _t(P.UAP_TRAJECTORY), _t(P.UAP_STUDY_METRICS), _t(P.UAP_STUDY_TIMING),
+                _t(P.PIXELCNN_METRICS), _t(P.PIXELCNN_HISTORY), _t(P.GAN_METRICS), _t(P.GAN_HISTORY),
+                _t(P.GENERATIVE_TABLE), _t(P.GENERATIVE_EXAMPLES), _t(P.GENERATIVE_METRICS),
             ],
             "params": dag.param_keys("report"),
             "outs": [P.REPORT, P.FIGURES],

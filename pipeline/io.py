@@ -130,7 +130,7 @@ def read_json(path) -> dict:
         return json.load(fh)
 
 
-def _torch_save(obj, path: Path) -> None:
+def torch_save(obj, path: Path) -> None:
     """torch.save through an open file: given a path, torch names the zip's inner folder after the
     (here temporary, random) file name, and the same tensors would give other bytes on every run."""
     with open(path, "wb") as fh:
@@ -140,7 +140,7 @@ def _torch_save(obj, path: Path) -> None:
 def save_tensors(path, tensors: dict) -> None:
     """Plain tensors only, so that `load_tensors` can use weights_only=True."""
     with atomic_path(path) as tmp:
-        _torch_save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}, tmp)
+        torch_save({k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}, tmp)
 
 
 def load_tensors(path) -> dict:
@@ -159,7 +159,7 @@ def save_model(path, model, meta: dict) -> None:
     from advlab.models import checkpoint_payload
 
     with atomic_path(path) as tmp:
-        _torch_save(checkpoint_payload(model, meta), tmp)
+        torch_save(checkpoint_payload(model, meta), tmp)
 
 
 def write_csv(path, frame) -> None:

@@ -108,6 +108,18 @@ UAP_TRAJECTORY = "results/{preset}/uap_study/trajectories.csv"
 UAP_STUDY_METRICS = "metrics/{preset}/uap_study.json"
 UAP_STUDY_TIMING = "results/{preset}/uap_study/timing.json"
 
+# PixelDefend (Song et al.) and Defense-GAN (Samangouei et al.): the generative models, and both
+# defenses under no attack, naive PGD and BPDA / EoT PGD.
+PIXELCNN_MODEL = "results/{preset}/generative/pixelcnn.pt"
+PIXELCNN_HISTORY = "results/{preset}/generative/pixelcnn.history.csv"
+PIXELCNN_METRICS = "metrics/{preset}/generative/pixelcnn.json"
+GAN_MODEL = "results/{preset}/generative/gan.pt"
+GAN_HISTORY = "results/{preset}/generative/gan.history.csv"
+GAN_METRICS = "metrics/{preset}/generative/gan.json"
+GENERATIVE_TABLE = "results/{preset}/generative/table.csv"
+GENERATIVE_EXAMPLES = "results/{preset}/generative/examples.pt"
+GENERATIVE_METRICS = "metrics/{preset}/generative/defenses.json"
+
 # Resume points of fits killed mid-training (ADVLAB_RESUME=1 continues them): scratch, no stage's
 # output, removed when the fit finishes; in .gitignore and .dvcignore.
 RESUME_DIR = "checkpoints/{preset}/{stage}/{model}"

@@ -111,6 +111,15 @@ def test_schema_model_names_match_registry():
         (lambda p: p["uap_study"].__setitem__("robust", "lenet-fast"), "uap_study.robust: 'lenet-fast' is not among"),
         (lambda p: p["uap_study"]["finetune"].__setitem__("norm", "l1"), "uap_study.finetune.norm: 'l1' is not allowed"),
         (lambda p: p["uap"]["norms"].pop("l2"), "uap_study.finetune.norm: 'l2' has no xi under uap.norms"),
+        (lambda p: p["generative"].__setitem__("model", "nin"), "generative.model: 'nin' is not among `models`"),
+        (lambda p: p["generative"]["pixelcnn"].__setitem__("kernel", 4), "generative.pixelcnn.kernel: must be odd"),
+        (lambda p: p["data"].__setitem__("dataset", "cifar10"), "generative.run: the PixelCNN and the DCGAN take 28"),
+        (lambda p: p["generative"]["defensegan"].__setitem__("approx", ["unrolled"]),
+         "generative.defensegan.approx[0]: 'unrolled' is not allowed (expected one of: identity, generator)"),
+        (lambda p: p["generative"]["defensegan"]["attack"].pop("eot_samples"),
+         "generative.defensegan.attack: 'eot_samples' is a required property"),
+        (lambda p: p["generative"]["pixeldefend"].__setitem__("eps_levels", 300),
+         "generative.pixeldefend.eps_levels: 300 is greater than the maximum of 255"),
     ],
 )
 def test_bad_params_name_the_key(params, mutate, expected):

@@ -14,8 +14,9 @@ from tests.conftest import run_ok, stage_env, tool
 # prepare_data, train x2, train_defense x3, attack x (5 models x 3 attacks), evaluate, report, and the
 # studies: train_copy, madry_table, deepfool_study x1, train_transfer x4, transfer, units; the attack
 # suite's: kurakin x2, train_thermometer, obfuscated, substitute, cw_study, onepixel_study, jsma_study;
-# physical (print-and-photo destruction rates); uap x3 and uap_study (universal perturbations)
-SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1
+# physical (print-and-photo destruction rates); uap x3 and uap_study (universal perturbations); the
+# generative defenses: train_pixelcnn, train_gan, generative_defenses
+SMOKE_JOBS = 1 + 2 + 3 + 5 * 3 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 3 + 1 + 3
 
 
 def _run(cmd, cwd, timeout=900):

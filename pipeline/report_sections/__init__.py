@@ -3,9 +3,9 @@ artifacts it needs exist and None otherwise, so a later study adds a section (a 
 SECTIONS) without touching the others."""
 from __future__ import annotations
 
-from pipeline.report_sections import (cw, deepfool_table, defenses, figures, jsma, kurakin, madry_table, obfuscated,
+from pipeline.report_sections import (cw, deepfool_table, defenses, figures, generative, jsma, kurakin, madry_table, obfuscated,
                                       onepixel, overview, physical, reproducibility, robustness, substitute, training,
                                       transfer, uap, units)
 
 SECTIONS = [overview, training, robustness, defenses, madry_table, deepfool_table, transfer, units, kurakin, jsma, cw,
-            onepixel, substitute, obfuscated, physical, uap, reproducibility, figures]
+            onepixel, substitute, obfuscated, generative, physical, uap, reproducibility, figures]

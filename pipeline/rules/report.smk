@@ -27,6 +27,8 @@ rule report:
                     P.UAP_TIMING], preset=PRESET, model=config["uap"]["models"]),
         uap_study=expand([P.UAP_CROSS, P.UAP_FINETUNE, P.UAP_TRAJECTORY, P.UAP_STUDY_METRICS, P.UAP_STUDY_TIMING],
                           preset=PRESET),
+        generative=expand([P.PIXELCNN_METRICS, P.PIXELCNN_HISTORY, P.GAN_METRICS, P.GAN_HISTORY, P.GENERATIVE_TABLE,
+                           P.GENERATIVE_EXAMPLES, P.GENERATIVE_METRICS], preset=PRESET) if GENERATIVE else [],
     output:
         report=report(P.REPORT, caption="../captions/report.rst", category="Report"),
         figures=report(

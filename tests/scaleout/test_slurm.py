@@ -27,7 +27,8 @@ SLURM_ARGS = ["--workflow-profile", "profiles/slurm", "--slurm-status-command", 
 CORES = ["--cores", "2"]
 GPU_RULES = {"train", "train_defense", "train_copy", "train_thermometer", "train_transfer", "attack", "evaluate",
              "kurakin", "obfuscated", "substitute", "cw_study", "onepixel_study", "jsma_study", "physical",
-             "madry_table", "deepfool_study", "transfer", "units", "uap", "uap_study"}
+             "madry_table", "deepfool_study", "transfer", "units", "uap", "uap_study", "train_pixelcnn", "train_gan",
+             "generative_defenses"}
 
 
 @pytest.fixture(scope="module")

@@ -130,8 +130,9 @@ def pixeldefend(pixelcnn: GatedPixelCNN, x: Tensor, eps_levels: int = 16) -> Ten
     """PixelDefend's purification: in raster order, each pixel becomes the level within
     ``eps_levels`` of its input level that ``pixelcnn`` finds most likely given the pixels purified so
     far (greedy, so deterministic). Returns images in [0, 1] on the 256 levels, at L∞ distance at
-    most ``eps_levels / 255`` from the input's levels. The whole batch at once: per row one pass of the
-    vertical stack, per pixel one pass of the horizontal stack over that row.
+    most ``eps_levels / 255`` from the input's levels. The whole batch at once, and incrementally: per
+    row one pass of the vertical stack over the rows it reaches, per pixel each layer's horizontal
+    stack at that pixel only (the logits of a full pass; tests/test_pixeldefend.py checks them).
     """
     if eps_levels < 0:
         raise ValueError(f"eps_levels must be >= 0, got {eps_levels}")
@@ -145,20 +146,56 @@ def pixeldefend(pixelcnn: GatedPixelCNN, x: Tensor, eps_levels: int = 16) -> Ten
     out = levels.clone()
     grid = torch.arange(LEVELS, device=x.device)
     scale = float(LEVELS - 1)
+    layers = list(pixelcnn.layers)
+    half = layers[0].half
+    n, _, height, width = x.shape
+    channels = [1] + [layer.h_out.out_channels for layer in layers[:-1]]
+    # Each layer's vertical inputs, padded as its convolution pads them (half rows on top, half
+    # columns each side); row r of the image sits at row r + half.
+    vbufs = [x.new_zeros(n, c, height + half, width + 2 * half) for c in channels]
+    mats = [(layer.h_conv.weight.flatten(1), layer.h_conv.bias, layer.h_out.weight.flatten(1), layer.h_out.bias)
+            for layer in layers]
+    _, conv_1, _, conv_2 = pixelcnn.head
+    w_1, b_1, w_2, b_2 = conv_1.weight.flatten(1), conv_1.bias, conv_2.weight.flatten(1), conv_2.bias
     try:
-        for i in range(x.shape[2]):
-            # Rows above i are final now, so the vertical stack runs once per row (on rows 0..i; it
-            # never looks down), and each pixel of row i needs only the horizontal stack on that row,
-            # cut after column j (it never looks right): the same logits as a full pass, ~H times cheaper.
-            v_above = [v[:, :, i:i + 1] for v in pixelcnn.v_features_above(out[:, :, :i + 1].float() / scale)]
-            row = out[:, :, i:i + 1].float() / scale
-            for j in range(x.shape[3]):
-                logits = pixelcnn.row_logits(row[..., :j + 1], [v[..., :j + 1] for v in v_above])[:, :, 0, j]
+        for i in range(height):
+            # Rows above i are final, so the vertical stack moves on by one row: each layer computes
+            # row i - 1 only, from the rows it sees in the layer below (it never looks down), and
+            # hands the horizontal stack of row i its features there (zeros above row 0).
+            v_to_h = []
+            for k, layer in enumerate(layers):
+                if i == 0:
+                    v_feat = x.new_zeros(n, 2 * layer.h_out.out_channels, 1, width)
+                else:
+                    v_feat = layer.v_conv(vbufs[k][:, :, i - 1:i + half])
+                    if k + 1 < len(layers):
+                        vbufs[k + 1][:, :, i - 1 + half:i + half, half:half + width] = layer._gate(v_feat)
+                v_to_h.append(layer.v_to_h(v_feat))  # [N, 2C, 1, W]
+            # Each layer's horizontal inputs along row i, padded on the left (the first layer's by one
+            # more column: it sees the pixels strictly before j). Columns before j are final once
+            # pixel j - 1 is chosen, so pixel j needs only column j of every layer: a window of
+            # half + 1 columns per layer, the logits a full pass would give. On one column the
+            # convolutions are matrix products (F.linear with the kernels flattened: far less overhead).
+            v_cols = [t[:, :, 0, :] for t in v_to_h]  # [N, 2C, W]
+            bufs = [x.new_zeros(n, 1, width + half + 1)]
+            bufs += [x.new_zeros(n, c, width + half) for c in channels[1:]]
+            for j in range(width):
+                for k, (layer, (w_h, b_h, w_o, b_o)) in enumerate(zip(layers, mats)):
+                    window = bufs[k][:, :, j:j + half + 1]
+                    t = F.linear(window.reshape(n, -1), w_h, b_h) + v_cols[k][:, :, j]
+                    a_, g_ = t.chunk(2, dim=1)
+                    h = F.linear(torch.tanh(a_) * torch.sigmoid(g_), w_o, b_o)
+                    if not layer.first:
+                        h = window[:, :, -1] + h
+                    if k + 1 < len(layers):
+                        bufs[k + 1][:, :, half + j] = h
+                logits = F.linear(F.relu(F.linear(F.relu(h), w_1, b_1)), w_2, b_2)  # [N, 256]
                 centre = levels[:, 0, i, j].unsqueeze(1)
                 allowed = (grid.unsqueeze(0) - centre).abs() <= eps_levels
                 best = logits.masked_fill(~allowed, -math.inf).argmax(dim=1)
                 out[:, 0, i, j] = best
-                row[:, 0, 0, j] = best.float() / scale
+                bufs[0][:, 0, half + 1 + j] = best.float() / scale * 2.0 - 1.0
+            vbufs[0][:, :, i + half, half:half + width] = bufs[0][:, :, half + 1:]
     finally:
         pixelcnn.train(was_training)
     return out.float() / scale
