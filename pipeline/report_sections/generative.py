@@ -87,7 +87,7 @@ def render(ctx) -> str | None:
         "towards the data before it is classified.",
         "",
         f"- **PixelDefend**: a gated PixelCNN ({pc['channels']} channels, {pc['layers']} layers, {pc['epochs']} "
-        f"epochs) reaches **{pixel['test_bits_per_dim']:.3f} bits/pixel** on the test images "
+        f"epoch{'s' if pc['epochs'] > 1 else ''}) reaches **{pixel['test_bits_per_dim']:.3f} bits/pixel** on the test images "
         f"({pixel['parameters']:,} parameters). Purification moves each pixel, in raster order, to its most likely "
         f"level within ±{cfg['pixeldefend']['eps_levels']}/255 of the input's: "
         f"**{cost['pixeldefend']:.1f} ms per image** here.",
@@ -117,10 +117,19 @@ def render(ctx) -> str | None:
         transfer = part[part["attack"].str.startswith("transfer")].iloc[0]
         best = part[part["attack"].str.startswith("BPDA")].sort_values("accuracy").iloc[0]
         lines.append(f"- {_NAME[d]}: naive PGD leaves **{_pct(naive['accuracy'])}** where the undefended classifier "
-                     f"keeps {_pct(naive['undefended_accuracy'])} ({naive['accuracy'] - naive['undefended_accuracy']:+.0%}); "
-                     f"the adaptive attack ({best['attack']}) brings it to **{_pct(best['accuracy'])}** "
-                     f"({best['accuracy'] - naive['accuracy']:+.0%}), the transfer attack to {_pct(transfer['accuracy'])}. "
+                     f"keeps {_pct(naive['undefended_accuracy'])} "
+                     f"({100 * (naive['accuracy'] - naive['undefended_accuracy']):+.0f} points); the adaptive attack "
+                     f"({best['attack']}) brings it to **{_pct(best['accuracy'])}** "
+                     f"({100 * (best['accuracy'] - naive['accuracy']):+.0f} points), the transfer attack to "
+                     f"{_pct(transfer['accuracy'])}. "
                      f"The paper: {_pct(paper[d]['accuracy'])} ({paper[d]['dataset']}, {paper[d]['threat']}).")
+    lines += ["", "Why: neither defense removes what makes an image adversarial; each hides the gradient that "
+              "would find it. Naive PGD gets a zero gradient and stays at its random start, which the defenses do "
+              "undo. With BPDA the attacker steps along the classifier's gradient at the defended image, and "
+              f"perturbations of {fmt(cfg['pixeldefend']['attack']['eps'])} are more than PixelDefend's ±"
+              f"{cfg['pixeldefend']['eps_levels']}/255 ball can take back, or move Defense-GAN's projection onto "
+              "another digit of the generator's range (the reconstructions below). Defense-GAN keeps more: its "
+              "random restarts make each projection, and so each gradient, a sample."]
     lines += ["", "The paper's numbers are for its own data and threat models (PixelDefend on CIFAR-10 at 8/255; "
               "Defense-GAN on MNIST in L2, with a latent-space C&W attack); ours use this preset's data, Linf "
               "PGD and the budgets above, so compare the direction and size of the drop, not the digits."]
