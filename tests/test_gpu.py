@@ -56,17 +56,20 @@ def test_cw_l2_on_cuda_loses_no_point_at_the_boundary(small, tmp_path):
 
 
 def test_generative_defenses_run_on_cuda_and_agree_with_cpu(small):
-    """PixelDefend's incremental purification and Defense-GAN's projection and tangent projection on
-    CUDA: the same purified images as on the CPU (argmax over levels), projections close."""
+    """PixelDefend's incremental purification on CUDA is a greedy purification of the same model:
+    every pixel takes a level whose logit, in one full pass over the purified image, is the largest in
+    its ball up to float noise (pixel for pixel equality with the CPU cannot hold: an untrained net's
+    near-ties break differently, and each choice conditions the later ones). Defense-GAN's projection
+    and tangent projection agree with the CPU."""
     from advlab.defenses.defensegan import DCGANGenerator, project, tangent_projection
     from advlab.defenses.pixeldefend import GatedPixelCNN, pixeldefend
+    from tests.test_pixeldefend import greedy_gap
 
     torch.manual_seed(0)
     net = GatedPixelCNN(channels=16, layers=3, kernel=5).eval()
     x = small.x_test[:16]
-    cpu = pixeldefend(net, x, eps_levels=32)
-    gpu = pixeldefend(net.cuda(), x.cuda(), eps_levels=32).cpu()
-    assert (cpu != gpu).float().mean() < 1e-3  # float ties at most
+    gpu = pixeldefend(net.cuda(), x.cuda(), eps_levels=32)
+    assert greedy_gap(net.cuda(), x.cuda(), gpu, 32) < 1e-3
     g = DCGANGenerator(z_dim=8, width=8).eval()
     a, za = project(g, x, restarts=2, steps=20, seed=0)
     b, zb = project(g.cuda(), x.cuda(), restarts=2, steps=20, seed=0)

@@ -72,6 +72,28 @@ def test_row_by_row_purification_equals_one_full_pass_per_pixel():
         assert torch.equal(pixeldefend(net, x, eps_levels=eps), _reference_purification(net, x, eps))
 
 
+def greedy_gap(net, x, purified, eps_levels) -> float:
+    """How far purification is from greedy: the largest, over pixels, of (best logit allowed in the
+    pixel's ball - logit of the level chosen), with the logits of one full pass over the purified
+    image (pixel (i, j)'s logits depend only on the pixels before it: the ones the greedy step saw)."""
+    with torch.no_grad():
+        logits = net(purified).double()  # [N, 256, H, W]
+    grid = torch.arange(256, device=x.device).view(1, 256, 1, 1)
+    allowed = (grid - to_levels(x)).abs() <= eps_levels
+    best = logits.masked_fill(~allowed, float("-inf")).amax(1)
+    chosen = logits.gather(1, to_levels(purified)).squeeze(1)
+    return float((best - chosen).max())
+
+
+def test_purification_is_greedy(small):
+    """The fixed-point property that any correct implementation has, on any device: every chosen level
+    is the most likely one in its ball given the purified pixels before it."""
+    torch.manual_seed(0)
+    net = GatedPixelCNN(channels=8, layers=3, kernel=5).eval()
+    x = small.x_test[:4]
+    assert greedy_gap(net, x, pixeldefend(net, x, eps_levels=32), 32) < 1e-5
+
+
 def test_purification_refuses_bad_input():
     net = GatedPixelCNN(channels=4, layers=1, kernel=3)
     with pytest.raises(ValueError, match="grayscale"):
