@@ -57,6 +57,9 @@ def test_report_has_tables_beside_the_paper(snake_run):
     assert "## Transfer of adversarial examples" in text and "gaussian stddev 0.3" in text
     assert "amplified to RMS 0.1" in text
     assert "## Units vs random directions" in text
+    assert "## Generative defenses: PixelDefend and Defense-GAN" in text and "BPDA (generator)" in text
+    for fig in ["pixeldefend_examples.png", "defensegan_reconstructions.png", "generative_training.png"]:
+        assert f"(figures/{fig})" in text
     for fig in ["examples_lenet.png", "norms_fc100_100.png", "training_curves.png", "deepfool_finetune.png",
                 "deepfool_magnified.png", "units_unit.png", "units_random.png"]:
         assert f"(figures/{fig})" in text
@@ -87,6 +90,13 @@ def test_one_mlflow_run_per_stage_execution(snake_run, mlflow_server):
     report = next(r for r in runs if r.data.tags["advlab.stage"] == "report")
     names = {a.path for a in client.list_artifacts(report.info.run_id)}
     assert {"report.md", "figures"} <= names
+    # the generative models' training curves, one point per epoch
+    pixelcnn = next(r for r in runs if r.data.tags["advlab.stage"] == "train_pixelcnn")
+    assert len(client.get_metric_history(pixelcnn.info.run_id, "train_bpd")) == 1
+    gan = next(r for r in runs if r.data.tags["advlab.stage"] == "train_gan")
+    assert len(client.get_metric_history(gan.info.run_id, "d_loss")) == 1
+    defenses = next(r for r in runs if r.data.tags["advlab.stage"] == "generative_defenses")
+    assert "pixeldefend.adaptive_identity_acc" in defenses.data.metrics
 
 
 def test_dvc_builds_everything_then_nothing(dvc_run):
@@ -98,6 +108,9 @@ def test_dvc_builds_everything_then_nothing(dvc_run):
     metrics = subprocess.run([tool("dvc"), "metrics", "show", "--json"], cwd=project, capture_output=True,
                              text=True, env=stage_env())
     assert "robustness.json" in metrics.stdout
+    lock = (project / "dvc.lock").read_text()
+    for out in ["results/smoke/generative/pixelcnn.pt", "results/smoke/generative/gan.pt"]:
+        assert f"path: {out}" in lock and (project / out).exists()  # DVC-tracked checkpoints
 
 
 def test_snakemake_and_dvc_outputs_agree(snake_run, dvc_run):
