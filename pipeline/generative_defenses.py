@@ -98,7 +98,7 @@ def _adaptive(view, x, y, acfg, seed, *, early_stop, eot=1, eval_samples=1):
                         generator=torch.Generator().manual_seed(seed))
 
 
-def _common_rows(name, defense, purify, clf, x, y, acfg, seed, dev, examples) -> tuple[list[dict], torch.Tensor]:
+def _common_rows(name, defense, purify, clf, x, y, acfg, seed, dev, examples) -> list[dict]:
     """No attack, naive PGD through the exact defense, and PGD transferred from the classifier."""
     cleaned, t_clean = _timed(lambda: purify(x), dev)
     with torch.no_grad():
@@ -119,7 +119,7 @@ def _common_rows(name, defense, purify, clf, x, y, acfg, seed, dev, examples) ->
                  exact_gradient_max=_exact_gradient_max(defense, x[:N_EXAMPLES], y[:N_EXAMPLES])),
             _row(name, "transfer PGD (from the classifier)", acfg["eps"], transfer, adv, x, t_transfer + t_apply,
                  undefended_accuracy=undefended)]
-    return rows, undefended
+    return rows
 
 
 def run_pixeldefend(clf, pixelcnn, x, y, cfg, seed, dev, examples) -> list[dict]:
@@ -130,7 +130,7 @@ def run_pixeldefend(clf, pixelcnn, x, y, cfg, seed, dev, examples) -> list[dict]
         with torch.no_grad():
             return defense.transform(v)
 
-    rows, _ = _common_rows("pixeldefend", defense, purify, clf, x, y, acfg, seed, dev, examples)
+    rows = _common_rows("pixeldefend", defense, purify, clf, x, y, acfg, seed, dev, examples)
     # deterministic: a point stops at its first misclassification (Athalye et al.'s attack does)
     adaptive, t_adaptive = _timed(lambda: _adaptive(defense.bpda(), x, y, acfg, seed, early_stop=True), dev)
     examples["pixeldefend_identity_adv"] = adaptive.x_adv[:N_EXAMPLES]
@@ -149,7 +149,7 @@ def run_defensegan(clf, generator, x, y, cfg, seed, dev, examples) -> list[dict]
                           approx=approx, seed=seed).to(dev)
 
     d = defense("identity")
-    rows, _ = _common_rows("defensegan", d, lambda v: d.project(v)[0], clf, x, y, acfg, seed, dev, examples)
+    rows = _common_rows("defensegan", d, lambda v: d.project(v)[0], clf, x, y, acfg, seed, dev, examples)
     eot = acfg["eot_samples"]
     for approx in dcfg["approx"]:
         d = defense(approx)
@@ -171,9 +171,15 @@ def main(params: dict, args) -> dict:
     data = load_prepared(preset)
     check_images(data, "generative_defenses")
     clf = load_frozen(preset, cfg["model"], dev)
-    pixelcnn = load_generative(paths.path(paths.PIXELCNN_MODEL, preset=preset), "pixelcnn")[0]["pixelcnn"].to(dev)
-    gan, gan_meta = load_generative(paths.path(paths.GAN_MODEL, preset=preset), "dcgan")
-    generator = gan["generator"].to(dev)
+    nets = {}
+    for pattern, kind, name in ((paths.PIXELCNN_MODEL, "pixelcnn", "pixelcnn"), (paths.GAN_MODEL, "dcgan", "generator")):
+        path = paths.path(pattern, preset=preset)
+        loaded, meta = load_generative(path, kind)
+        if meta.get("data_checksum") != data.meta["checksum"]:
+            raise ValueError(f"{path}: trained on other data (checksum {str(meta.get('data_checksum'))[:12]}…, this "
+                             f"preset's {data.meta['checksum'][:12]}…); rerun its training stage")
+        nets[kind] = loaded[name].to(dev)
+    pixelcnn, generator = nets["pixelcnn"], nets["dcgan"]
     for net in (pixelcnn, generator):
         for p in net.parameters():
             p.requires_grad_(False)
