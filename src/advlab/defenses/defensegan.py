@@ -95,12 +95,15 @@ def tangent_projection(generator: nn.Module, z: Tensor, grad: Tensor) -> Tensor:
     projected onto the tangent space of the generator's range at ``G(z)``. This is the derivative of
     the projection x -> G(z*(x)) at a least-squares optimum, to first order in the residual (exact
     for a linear generator): the BPDA backward pass "through the generator"."""
+    import warnings
+
     from torch.func import jacfwd, vmap
 
     def one(zi: Tensor) -> Tensor:
         return generator(zi.unsqueeze(0)).flatten()
 
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.func's first use trips torch.jit's deprecation notice
         jac = vmap(jacfwd(one))(z.detach())  # [N, D, z_dim]
         g = grad.flatten(1).unsqueeze(2).to(jac.dtype)  # [N, D, 1]
         coef = torch.linalg.lstsq(jac, g).solution  # [N, z_dim, 1]
