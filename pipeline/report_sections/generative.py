@@ -77,7 +77,8 @@ def render(ctx) -> str | None:
             "paper (adaptive)": f"{p['accuracy']:.0%} ({p['dataset']}, {p['threat']})" if adaptive else "",
             "seconds": fmt(r["seconds"]),
         })
-    cost = {d: acc[f"{d}.ms_per_image"] for d in ("pixeldefend", "defensegan")}
+    clean_rows = frame[frame["attack"] == "none"].set_index("defense")
+    cost = {d: float(clean_rows.loc[d, "defense_ms_per_image"]) for d in ("pixeldefend", "defensegan")}
     ad = cfg["defensegan"]["attack"]
     lines = [
         "## Generative defenses: PixelDefend and Defense-GAN (Athalye, Carlini, Wagner 2018)",
