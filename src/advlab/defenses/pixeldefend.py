@@ -96,25 +96,6 @@ class GatedPixelCNN(nn.Module):
             v, h = layer(v, h)
         return self.head(h)
 
-    def v_features_above(self, x: Tensor) -> list[Tensor]:
-        """Per layer, the vertical features each row's horizontal stack reads: row i holds what the
-        vertical stack computed at row i - 1 (zeros for row 0), so it depends on rows < i only."""
-        v = x * 2.0 - 1.0
-        above = []
-        for layer in self.layers:
-            v_feat, v = layer.v_forward(v)
-            above.append(_shift_down(v_feat))
-        return above
-
-    def row_logits(self, x_row: Tensor, v_above: list[Tensor]) -> Tensor:
-        """Logits ``[N, 256, 1, W]`` of one row ``x_row`` ``[N, 1, 1, W]`` given ``v_above`` (each layer's
-        ``v_features_above`` at that row, ``[N, 2C, 1, W]``): the horizontal stack alone, which is
-        all that changes while a row is purified."""
-        h = x_row * 2.0 - 1.0
-        for layer, v_feat in zip(self.layers, v_above):
-            h = layer.h_forward(h, v_feat)
-        return self.head(h)
-
     def nll(self, x: Tensor) -> Tensor:
         """Negative log-likelihood of each image, in nats (sum over pixels): ``[N]``."""
         logits = self(x)
