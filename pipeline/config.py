@@ -164,9 +164,9 @@ def _cross_checks(params: dict) -> list[str]:
                             "the defenses sit in front of a naturally trained classifier")
         if gen["pixelcnn"]["kernel"] % 2 == 0:
             problems.append(f"generative.pixelcnn.kernel: must be odd, got {gen['pixelcnn']['kernel']}")
-        if params["data"]["dataset"] not in ("mnist", "mnist5k"):
-            problems.append(f"generative.run: the PixelCNN and the DCGAN take 28 x 28 grayscale images, and "
-                            f"data.dataset is {params['data']['dataset']!r}; set generative.run: false")
+        if params["data"]["dataset"] == "cifar10" and gen["pixelcnn"]["channels"] % 3:
+            problems.append(f"generative.pixelcnn.channels: must be a multiple of 3 for CIFAR-10's RGB images (one "
+                            f"group of channels per colour), got {gen['pixelcnn']['channels']}")
     data = params["data"]
     if data["dataset"] == "npz" and not data["npz_path"]:
         problems.append("data.npz_path: required when data.dataset is 'npz'")

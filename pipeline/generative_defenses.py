@@ -169,7 +169,7 @@ def main(params: dict, args) -> dict:
     check_enabled(params, "generative_defenses")
     dev = device()
     data = load_prepared(preset)
-    check_images(data, "generative_defenses")
+    check_images(data, "generative_defenses", params)
     clf = load_frozen(preset, cfg["model"], dev)
     nets = {}
     for pattern, kind, name in ((paths.PIXELCNN_MODEL, "pixelcnn", "pixelcnn"), (paths.GAN_MODEL, "dcgan", "generator")):

@@ -6,7 +6,7 @@ Generator and discriminator (`generative.gan`: z_dim, width) trained with Lightn
 prepared training images for `epochs` (non-saturating loss, Adam, seeded). Both networks go into
 the checkpoint; Defense-GAN uses the generator. The history (discriminator and generator losses,
 the discriminator's accuracy on real images) goes to MLflow as curves. The figure of merit is how
-well the generator's range covers test digits: the mean squared error of their projections.
+well the generator's range covers test images: the mean squared error of their projections.
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def main(params: dict, args) -> dict:
     gen_cfg = params["generative"]
     cfg, proj = gen_cfg["gan"], gen_cfg["defensegan"]["project"]
     data = load_prepared(preset)
-    check_images(data, "train_gan")
-    kwargs = {"generator": {"z_dim": cfg["z_dim"], "width": cfg["width"]}, "discriminator": {"width": cfg["width"]}}
+    check_images(data, "train_gan", params)
+    shape = {"channels": int(data.x_train.shape[1]), "size": int(data.x_train.shape[2])}
+    kwargs = {"generator": {"z_dim": cfg["z_dim"], "width": cfg["width"], **shape},
+              "discriminator": {"width": cfg["width"], **shape}}
     torch.manual_seed(seed)
     generator, discriminator = DCGANGenerator(**kwargs["generator"]), DCGANDiscriminator(**kwargs["discriminator"])
     history = fit_gan(generator, discriminator, data.x_train, epochs=cfg["epochs"], batch_size=cfg["batch_size"],

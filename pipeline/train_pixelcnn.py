@@ -2,8 +2,8 @@
 
     python -m pipeline.train_pixelcnn
 
-A gated PixelCNN (`generative.pixelcnn`: channels, layers, kernel) trained with Lightning on the
-prepared training images for `epochs`, minimising the negative log-likelihood of the 256 intensity
+A gated PixelCNN (`generative.pixelcnn`: channels, layers, kernel; R -> G -> B inside a pixel on
+colour data) trained with Lightning on the prepared training images for `epochs`, minimising the negative log-likelihood of the 256 intensity
 levels. Its figure is bits per pixel (dimension) on the test images, the usual density-model
 measure; the history holds training and test bits/dim per epoch, which MLflow gets as curves.
 """
@@ -25,15 +25,22 @@ from pipeline.stage import run_stage
 def check_enabled(params: dict, stage: str) -> None:
     """Refuse before any work when the preset turns the generative stages off (DVC runs every stage)."""
     if not params["generative"]["run"]:
-        raise ValueError(f"{stage}: generative.run is false in this preset (its images are not 28 x 28 grayscale); "
-                         "leave this stage out (`dvc repro -s <stage>` for the others)")
+        raise ValueError(f"{stage}: generative.run is false in this preset; leave this stage out "
+                         "(`dvc repro -s <stage>` for the others)")
 
 
-def check_images(data, stage: str) -> None:
-    shape = tuple(data.x_train.shape[1:])
-    if shape != (1, 28, 28):
-        raise ValueError(f"{stage}: the generative defenses take 28 x 28 grayscale images, this preset's data is "
-                         f"{shape}; set generative.run: false for it")
+def check_images(data, stage: str, params: dict) -> None:
+    """The generative networks take square grayscale or RGB images whose side the DCGAN can halve
+    twice (28 x 28 MNIST, 32 x 32 CIFAR-10); the colour PixelCNN splits its channels into R, G, B."""
+    c, h, w = tuple(data.x_train.shape[1:])
+    if c not in (1, 3) or h != w or h % 4 or h < 8:
+        raise ValueError(f"{stage}: the generative defenses take square grayscale or RGB images with a side that is a "
+                         f"multiple of 4 (28 x 28, 32 x 32), this preset's data is {(c, h, w)}; "
+                         "set generative.run: false for it")
+    channels = params["generative"]["pixelcnn"]["channels"]
+    if channels % c:
+        raise ValueError(f"{stage}: generative.pixelcnn.channels must be a multiple of 3 for RGB data (one group "
+                         f"of channels per colour), got {channels}")
 
 
 def main(params: dict, args) -> dict:
@@ -41,8 +48,9 @@ def main(params: dict, args) -> dict:
     check_enabled(params, "train_pixelcnn")
     cfg = params["generative"]["pixelcnn"]
     data = load_prepared(preset)
-    check_images(data, "train_pixelcnn")
-    arch = {"channels": cfg["channels"], "layers": cfg["layers"], "kernel": cfg["kernel"]}
+    check_images(data, "train_pixelcnn", params)
+    arch = {"channels": cfg["channels"], "layers": cfg["layers"], "kernel": cfg["kernel"],
+            "colours": int(data.x_train.shape[1])}
     torch.manual_seed(seed)
     model = GatedPixelCNN(**arch)
     x_val = data.x_test[:cfg["n_val"]]

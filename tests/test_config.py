@@ -25,9 +25,10 @@ def test_every_preset_is_valid(params, name):
     assert merged["preset"] == name
 
 
-def test_cifar10_subset_overlay_is_valid(params):
+@pytest.mark.parametrize("overlay", ["cifar10_subset_cpu", "cifar10_generative_cpu"])
+def test_cifar10_subset_overlays_are_valid(params, overlay):
     merged = deep_merge(deep_merge(params, read_yaml(ROOT / "presets" / "cifar10.yaml")),
-                        read_yaml(ROOT / "presets" / "overlays" / "cifar10_subset_cpu.yaml"))
+                        read_yaml(ROOT / "presets" / "overlays" / f"{overlay}.yaml"))
     assert validate(merged)["data"]["dataset"] == "npz"
 
 
@@ -113,7 +114,8 @@ def test_schema_model_names_match_registry():
         (lambda p: p["uap"]["norms"].pop("l2"), "uap_study.finetune.norm: 'l2' has no xi under uap.norms"),
         (lambda p: p["generative"].__setitem__("model", "nin"), "generative.model: 'nin' is not among `models`"),
         (lambda p: p["generative"]["pixelcnn"].__setitem__("kernel", 4), "generative.pixelcnn.kernel: must be odd"),
-        (lambda p: p["data"].__setitem__("dataset", "cifar10"), "generative.run: the PixelCNN and the DCGAN take 28"),
+        (lambda p: p["data"].__setitem__("dataset", "cifar10"),
+         "generative.pixelcnn.channels: must be a multiple of 3 for CIFAR-10's RGB images"),
         (lambda p: p["generative"]["defensegan"].__setitem__("approx", ["unrolled"]),
          "generative.defensegan.approx[0]: 'unrolled' is not allowed (expected one of: identity, generator)"),
         (lambda p: p["generative"]["defensegan"]["attack"].pop("eot_samples"),

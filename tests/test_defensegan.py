@@ -81,7 +81,7 @@ class _LinearGenerator(torch.nn.Module):
     def __init__(self, z_dim=3):
         super().__init__()
         torch.manual_seed(2)
-        self.z_dim = z_dim
+        self.z_dim, self.channels, self.size = z_dim, 1, 28  # what project() reads of a generator
         self.lin = torch.nn.Linear(z_dim, 784).double()
         with torch.no_grad():
             self.lin.weight.mul_(0.05)
@@ -162,3 +162,25 @@ def test_tangent_projection_runs_through_a_dcgan_generator():
     out = tangent_projection(g, torch.randn(3, 8), grad)
     assert out.shape == grad.shape and torch.isfinite(out).all()
     assert out.norm() < grad.norm()  # onto an 8-dimensional tangent space: most of a random vector is lost
+
+
+def test_colour_32_by_32_networks_and_projection():
+    """CIFAR-10's shape: three stride-2 steps from a 4 x 4 map; the projection takes the generator's
+    shape and refuses any other, naming it."""
+    torch.manual_seed(0)
+    g = DCGANGenerator(z_dim=8, width=8, channels=3, size=32)
+    d = DCGANDiscriminator(width=8, channels=3, size=32)
+    img = g(torch.randn(5, 8))
+    assert img.shape == (5, 3, 32, 32) and img.min() >= 0 and img.max() <= 1
+    assert d(img).shape == (5,)
+    x = torch.rand(2, 3, 32, 32)
+    p1, z1 = project(g, x, restarts=2, steps=4, seed=3)
+    p2, _ = project(g, x, restarts=2, steps=4, seed=3)
+    assert p1.shape == x.shape and z1.shape == (2, 8) and torch.equal(p1, p2)
+    with pytest.raises(ValueError, match=r"\[N, 3, 32, 32\]"):
+        project(g, torch.rand(2, 1, 28, 28))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DCGANGenerator(size=30)
+    # the 28 x 28 networks keep their layout (and so their checkpoints' keys)
+    assert [k for k in DCGANGenerator(z_dim=4, width=4).state_dict() if "weight" in k] == [
+        "project.0.weight", "project.1.weight", "up.0.weight", "up.1.weight", "up.3.weight"]

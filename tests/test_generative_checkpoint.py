@@ -47,3 +47,23 @@ def test_wrong_kind_missing_file_and_pickles_are_refused(tmp_path):
 
 class _Unpicklable:
     """An arbitrary class: weights_only loading must refuse to rebuild it."""
+
+
+def test_colour_networks_round_trip(tmp_path):
+    """The constructor arguments in the payload rebuild the RGB PixelCNN (its masks included: they are
+    not in the state dict) and the 32 x 32 DCGAN."""
+    torch.manual_seed(0)
+    arch = {"channels": 6, "layers": 2, "kernel": 3, "colours": 3}
+    net = GatedPixelCNN(**arch)
+    torch.save(generative_payload("pixelcnn", {"pixelcnn": arch}, {"pixelcnn": net}, {}), tmp_path / "p.pt")
+    loaded = load_generative(tmp_path / "p.pt", "pixelcnn")[0]["pixelcnn"]
+    x = torch.rand(2, 3, 5, 5)
+    assert torch.equal(loaded(x), net.eval()(x)) and loaded.colours == 3
+    shape = {"channels": 3, "size": 32}
+    g, d = DCGANGenerator(z_dim=4, width=4, **shape), DCGANDiscriminator(width=4, **shape)
+    torch.save(generative_payload("dcgan", {"generator": {"z_dim": 4, "width": 4, **shape},
+                                            "discriminator": {"width": 4, **shape}},
+                                  {"generator": g, "discriminator": d}, {}), tmp_path / "g.pt")
+    nets = load_generative(tmp_path / "g.pt", "dcgan")[0]
+    z = torch.randn(3, 4)
+    assert torch.equal(nets["generator"](z), g.eval()(z)) and nets["generator"](z).shape == (3, 3, 32, 32)

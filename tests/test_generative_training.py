@@ -24,12 +24,15 @@ def test_pixelcnn_fit_learns_the_digits(small):
     assert not net.training
 
 
-def test_gan_fit_is_seeded_and_makes_images():
-    x = torch.rand(128, 1, 28, 28)
+@pytest.mark.parametrize("shape", [(1, 28), (3, 32)], ids=["gray28", "rgb32"])
+def test_gan_fit_is_seeded_and_makes_images(shape):
+    channels, size = shape
+    x = torch.rand(128, channels, size, size)
 
     def fit():
         torch.manual_seed(0)
-        g, d = DCGANGenerator(z_dim=8, width=8), DCGANDiscriminator(width=8)
+        g = DCGANGenerator(z_dim=8, width=8, channels=channels, size=size)
+        d = DCGANDiscriminator(width=8, channels=channels, size=size)
         return g, fit_gan(g, d, x, epochs=2, batch_size=32, seed=3, accelerator="cpu")
 
     (g1, h1), (g2, h2) = fit(), fit()
@@ -37,7 +40,7 @@ def test_gan_fit_is_seeded_and_makes_images():
     assert all(torch.equal(a, b) for a, b in zip(g1.state_dict().values(), g2.state_dict().values()))
     assert h1[["d_loss", "g_loss"]].equals(h2[["d_loss", "g_loss"]])
     img = g1(torch.randn(4, 8))
-    assert img.shape == (4, 1, 28, 28) and img.min() >= 0 and img.max() <= 1 and not g1.training
+    assert img.shape == (4, channels, size, size) and img.min() >= 0 and img.max() <= 1 and not g1.training
 
 
 def test_fits_refuse_zero_epochs():

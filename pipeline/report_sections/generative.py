@@ -23,7 +23,10 @@ def _grid(ctx, rows: list[tuple[str, object]], name: str, alt: str) -> str:
     for r, (label, images) in enumerate(rows):
         for c in range(k):
             ax = axes[r][c]
-            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            if images.shape[1] == 3:  # RGB: height x width x colour
+                ax.imshow(images[c].permute(1, 2, 0).clamp(0, 1).numpy())
+            else:
+                ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -39,7 +42,7 @@ def _curves(ctx, pixel_hist: pd.DataFrame, gan_hist: pd.DataFrame) -> str:
     if "val_bpd" in pixel_hist:
         a.plot(pixel_hist["epoch"] + 1, pixel_hist["val_bpd"], marker="o", label="test images")
     a.set_xlabel("epoch")
-    a.set_ylabel("bits / pixel")
+    a.set_ylabel("bits / dim")
     a.set_title("PixelCNN")
     a.legend(fontsize=8)
     b.plot(gan_hist["epoch"] + 1, gan_hist["d_loss"], label="discriminator loss")
@@ -48,7 +51,7 @@ def _curves(ctx, pixel_hist: pd.DataFrame, gan_hist: pd.DataFrame) -> str:
     b.set_title("DCGAN")
     b.legend(fontsize=8)
     fig.tight_layout()
-    out = ctx.figure(fig, "generative_training", "PixelCNN bits per pixel and DCGAN losses per epoch")
+    out = ctx.figure(fig, "generative_training", "PixelCNN bits per dimension and DCGAN losses per epoch")
     plt.close(fig)
     return out
 
@@ -80,6 +83,7 @@ def render(ctx) -> str | None:
     clean_rows = frame[frame["attack"] == "none"].set_index("defense")
     cost = {d: float(clean_rows.loc[d, "defense_ms_per_image"]) for d in ("pixeldefend", "defensegan")}
     ad = cfg["defensegan"]["attack"]
+    colour_note = ", R -> G -> B inside each pixel" if ctx.params["data"]["dataset"] == "cifar10" else ""
     lines = [
         "## Generative defenses: PixelDefend and Defense-GAN (Athalye, Carlini, Wagner 2018)",
         "",
@@ -88,13 +92,13 @@ def render(ctx) -> str | None:
         "towards the data before it is classified.",
         "",
         f"- **PixelDefend**: a gated PixelCNN ({pc['channels']} channels, {pc['layers']} layers, {pc['epochs']} "
-        f"epoch{'s' if pc['epochs'] > 1 else ''}) reaches **{pixel['test_bits_per_dim']:.3f} bits/pixel** on the test images "
-        f"({pixel['parameters']:,} parameters). Purification moves each pixel, in raster order, to its most likely "
-        f"level within ±{cfg['pixeldefend']['eps_levels']}/255 of the input's: "
+        f"epoch{'s' if pc['epochs'] > 1 else ''}) reaches **{pixel['test_bits_per_dim']:.3f} bits/dim** on the test images "
+        f"({pixel['parameters']:,} parameters{colour_note}). Purification moves each pixel, in raster order, to its "
+        f"most likely level within ±{cfg['pixeldefend']['eps_levels']}/255 of the input's: "
         f"**{cost['pixeldefend']:.1f} ms per image** here.",
         f"- **Defense-GAN**: a DCGAN (z in R^{gc['z_dim']}, {gc['epochs']} epochs); the input is replaced by G(z*), "
         f"z* from {proj['steps']} Adam steps on ||G(z) - x||² from {proj['restarts']} random starts (the paper: "
-        f"200 from 10): **{cost['defensegan']:.1f} ms per image** here. Projections of test digits are "
+        f"200 from 10): **{cost['defensegan']:.1f} ms per image** here. Projections of test images are "
         f"{gan['test_projection_mse']:.4f} from them in mean squared error per pixel.",
         "",
         "Naive: white-box PGD on the defended model, with the gradient autograd gives it. The exact defenses give "
@@ -129,11 +133,17 @@ def render(ctx) -> str | None:
               "undo. With BPDA the attacker steps along the classifier's gradient at the defended image, and "
               f"perturbations of {fmt(cfg['pixeldefend']['attack']['eps'])} are more than PixelDefend's ±"
               f"{cfg['pixeldefend']['eps_levels']}/255 ball can take back, or move Defense-GAN's projection onto "
-              "another digit of the generator's range (the reconstructions below). Defense-GAN keeps more: its "
+              "an image of another class in the generator's range (the reconstructions below). Defense-GAN keeps more: its "
               "random restarts make each projection, and so each gradient, a sample."]
-    lines += ["", "The paper's numbers are for its own data and threat models (PixelDefend on CIFAR-10 at 8/255; "
-              "Defense-GAN on MNIST in L2, with a latent-space C&W attack); ours use this preset's data, Linf "
-              "PGD and the budgets above, so compare the direction and size of the drop, not the digits."]
+    if ctx.params["data"]["dataset"] == "cifar10":
+        same = (f"PixelDefend's {_pct(paper['pixeldefend']['accuracy'])} is CIFAR-10 at 8/255, this preset's data; "
+                f"our budget is {fmt(cfg['pixeldefend']['attack']['eps'])}, our PixelCNN smaller than the paper's "
+                "PixelCNN++. Defense-GAN's is MNIST in L2 with a latent-space C&W attack, not comparable here.")
+    else:
+        same = ("The paper's numbers are for its own data and threat models (PixelDefend on CIFAR-10 at 8/255; "
+                "Defense-GAN on MNIST in L2, with a latent-space C&W attack); ours use this preset's data, Linf "
+                "PGD and the budgets above, so compare the direction and size of the drop, not the digits.")
+    lines += ["", same]
     ex = ctx.path(paths.GENERATIVE_EXAMPLES)
     if ex.exists():
         e = load_tensors(ex)

@@ -1,5 +1,5 @@
 # The generative defenses (issue 9): PixelDefend's PixelCNN, Defense-GAN's DCGAN, and both defenses
-# under no attack, naive PGD and BPDA / EoT PGD. Only with generative.run (28 x 28 grayscale data).
+# under no attack, naive PGD and BPDA / EoT PGD. Only with generative.run.
 
 GENERATIVE = config["generative"]["run"]
 

@@ -2,8 +2,9 @@
 G(z*) with z* = argmin_z ||G(z) - x||^2, found by gradient descent from R random starts with L steps
 each, and classify the projection.
 
-The generator and discriminator are DCGAN-style (Radford et al. 2016) for 28 x 28 single-channel
-images in [0, 1]: transposed convolutions with batch norm up from a 7 x 7 map, a sigmoid output.
+The generator and discriminator are DCGAN-style (Radford et al. 2016) for square images in [0, 1]
+(28 x 28 grayscale, 32 x 32 RGB): transposed convolutions with batch norm up from a 7 x 7 (4 x 4)
+map, a sigmoid output.
 """
 from __future__ import annotations
 
@@ -13,35 +14,52 @@ from torch import Tensor, nn
 from .bpda import RandomDefense, attach_zero_grad, straight_through
 
 
-class DCGANGenerator(nn.Module):
-    """z ``[N, z_dim]`` -> images ``[N, 1, 28, 28]`` in [0, 1]."""
+def _depth(size: int) -> int:
+    """How many stride-2 steps between the image and the DCGAN's smallest map: 28 -> 7 (2), 32 -> 4 (3)."""
+    if size < 8 or size % 4:
+        raise ValueError(f"size must be a multiple of 4 and >= 8, got {size}")
+    return 3 if size % 8 == 0 and size >= 32 else 2
 
-    def __init__(self, z_dim: int = 64, width: int = 64) -> None:
+
+class DCGANGenerator(nn.Module):
+    """z ``[N, z_dim]`` -> images ``[N, channels, size, size]`` in [0, 1]: up from a ``size / 4``
+    (28: 7 x 7) or ``size / 8`` (32: 4 x 4) map, the width halving at each step."""
+
+    def __init__(self, z_dim: int = 64, width: int = 64, channels: int = 1, size: int = 28) -> None:
         super().__init__()
-        if z_dim < 1 or width < 1:
-            raise ValueError(f"z_dim and width must be >= 1, got {z_dim}, {width}")
-        self.z_dim = z_dim
-        self.project = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7), nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU())
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Sigmoid(),
-        )
-        self.width = width
+        if z_dim < 1 or width < 1 or channels < 1:
+            raise ValueError(f"z_dim, width and channels must be >= 1, got {z_dim}, {width}, {channels}")
+        depth = _depth(size)
+        self.z_dim, self.channels, self.size = z_dim, channels, size
+        self.base, self.top = size >> depth, width << (depth - 1)
+        cells = self.top * self.base * self.base
+        self.project = nn.Sequential(nn.Linear(z_dim, cells), nn.BatchNorm1d(cells), nn.ReLU())
+        layers: list[nn.Module] = []
+        for k in range(depth - 1, 0, -1):
+            layers += [nn.ConvTranspose2d(width << k, width << (k - 1), 4, stride=2, padding=1),
+                       nn.BatchNorm2d(width << (k - 1)), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1), nn.Sigmoid()]
+        self.up = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.up(self.project(z).view(len(z), 2 * self.width, 7, 7))
+        return self.up(self.project(z).view(len(z), self.top, self.base, self.base))
 
 
 class DCGANDiscriminator(nn.Module):
-    """images ``[N, 1, 28, 28]`` in [0, 1] -> one logit each (real vs generated), ``[N]``."""
+    """images ``[N, channels, size, size]`` in [0, 1] -> one logit each (real vs generated), ``[N]``."""
 
-    def __init__(self, width: int = 64) -> None:
+    def __init__(self, width: int = 64, channels: int = 1, size: int = 28) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1),
-        )
+        if width < 1 or channels < 1:
+            raise ValueError(f"width and channels must be >= 1, got {width}, {channels}")
+        depth = _depth(size)
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        for k in range(1, depth):
+            layers += [nn.Conv2d(width << (k - 1), width << k, 4, stride=2, padding=1), nn.BatchNorm2d(width << k),
+                       nn.LeakyReLU(0.2)]
+        base = size >> depth
+        layers += [nn.Flatten(), nn.Linear((width << (depth - 1)) * base * base, 1)]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x * 2.0 - 1.0).squeeze(1)
@@ -49,17 +67,20 @@ class DCGANDiscriminator(nn.Module):
 
 def project(generator: DCGANGenerator, x: Tensor, *, restarts: int = 10, steps: int = 200, lr: float = 0.05,
             seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Defense-GAN's projection of ``x`` ``[N, 1, 28, 28]``: ``(G(z*), z*)``.
+    """Defense-GAN's projection of ``x`` ``[N, C, H, W]`` (the generator's shape): ``(G(z*), z*)``.
 
     All ``N * restarts`` starts (standard normal, from a generator seeded with ``seed``, so the result
     is deterministic) descend ``||G(z) - x||^2`` together with Adam for ``steps`` steps; each image
     keeps the start that ends with the lowest error. The generator is used in eval mode and left as
-    it was; its weights get no gradients.
+    it was; its weights get no gradients. Any generator with ``z_dim``, ``channels`` and ``size``
+    attributes will do.
     """
     if restarts < 1 or steps < 0:
         raise ValueError(f"restarts must be >= 1 and steps >= 0, got {restarts}, {steps}")
-    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"project takes [N, 1, 28, 28] images, got shape {tuple(x.shape)}")
+    shape = (generator.channels, generator.size, generator.size)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"project with this generator takes [N, {', '.join(map(str, shape))}] images, "
+                         f"got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise ValueError("project takes finite images in [0, 1]")
     n = len(x)
@@ -91,7 +112,7 @@ def project(generator: DCGANGenerator, x: Tensor, *, restarts: int = 10, steps: 
 
 
 def tangent_projection(generator: nn.Module, z: Tensor, grad: Tensor) -> Tensor:
-    """``J (J^T J)^+ J^T grad`` with ``J = dG/dz`` at ``z`` ``[N, z_dim]``: ``grad`` ``[N, 1, H, W]``
+    """``J (J^T J)^+ J^T grad`` with ``J = dG/dz`` at ``z`` ``[N, z_dim]``: ``grad`` ``[N, C, H, W]``
     projected onto the tangent space of the generator's range at ``G(z)``. This is the derivative of
     the projection x -> G(z*(x)) at a least-squares optimum, to first order in the residual (exact
     for a linear generator): the BPDA backward pass "through the generator"."""

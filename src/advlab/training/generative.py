@@ -113,7 +113,7 @@ def _fit(module: pl.LightningModule, train, val, *, epochs: int, seed: int, acce
 
 def fit_pixelcnn(model: GatedPixelCNN, x_train: Tensor, x_val: Tensor | None = None, *, epochs: int,
                  batch_size: int = 64, lr: float = 1e-3, seed: int = 0, accelerator: str = "auto") -> pd.DataFrame:
-    """Train ``model`` on images ``x_train`` (``[N, 1, H, W]`` in [0, 1]); returns the history
+    """Train ``model`` on images ``x_train`` (``[N, C, H, W]`` in [0, 1], C its colours); returns the history
     (``train_bpd``, ``val_bpd`` on ``x_val`` when given, ``seconds``). ``model`` is left in eval mode."""
     y = torch.zeros(len(x_train), dtype=torch.long)
     train = _loader((x_train, y), batch_size, shuffle=True, seed=seed)
@@ -126,7 +126,7 @@ def fit_pixelcnn(model: GatedPixelCNN, x_train: Tensor, x_val: Tensor | None = N
 
 def fit_gan(generator: DCGANGenerator, discriminator: DCGANDiscriminator, x_train: Tensor, *, epochs: int,
             batch_size: int = 64, lr: float = 2e-4, seed: int = 0, accelerator: str = "auto") -> pd.DataFrame:
-    """Train the GAN on ``x_train`` (``[N, 1, 28, 28]`` in [0, 1]); returns the history (``d_loss``,
+    """Train the GAN on ``x_train`` (``[N, C, H, W]`` in [0, 1], the networks' shape); returns the history (``d_loss``,
     ``g_loss``, ``d_real_acc``, ``seconds``). Both networks are left in eval mode."""
     train = _loader((x_train, torch.zeros(len(x_train), dtype=torch.long)), batch_size, shuffle=True, seed=seed)
     history = _fit(GANModule(generator, discriminator, lr=lr, seed=seed), train, None, epochs=epochs, seed=seed,
