@@ -203,7 +203,7 @@ def main(params: dict, args) -> dict:
             metrics[f"{r['defense']}.undefended_pgd_acc"] = r["undefended_accuracy"]
     # deterministic (compared bit for bit across runs): the costs per image are in the table and MLflow
     write_json(paths.path(paths.GENERATIVE_METRICS, preset=preset),
-               {"model": cfg["model"], "n_points": n, "accuracy": metrics})
+               {"model": cfg["model"], "n_points": n, "image": list(x.shape[1:]), "accuracy": metrics})
     costs = {f"{r['defense']}.ms_per_image": r["defense_ms_per_image"] for r in rows if r["attack"] == "none"}
     return {"params": {"generative": cfg, "n_points": n, "seed": seed}, "metrics": {**metrics, **costs},
             "artifacts": [paths.path(paths.GENERATIVE_TABLE, preset=preset)]}

@@ -36,6 +36,38 @@ def _grid(ctx, rows: list[tuple[str, object]], name: str, alt: str) -> str:
     return out
 
 
+def _adaptive(acc: dict, defense: str) -> float:
+    return min(v for k, v in acc.items() if k.startswith(f"{defense}.adaptive_"))
+
+
+def _why(cfg: dict, acc: dict, gan: dict) -> str:
+    """The reasons, as these numbers show them (they differ between MNIST and CIFAR-10)."""
+    eps, ball = cfg["pixeldefend"]["attack"]["eps"], cfg["pixeldefend"]["eps_levels"]
+    text = ("Why: neither defense removes what makes an image adversarial; each hides the gradient that would find "
+            "it. Naive PGD gets a zero gradient and stays at its random start, which the defenses do undo. With BPDA "
+            "the attacker steps along the classifier's gradient at the defended image. ")
+    if eps * 255 > ball + 1e-6:
+        text += f"PixelDefend: perturbations of {fmt(eps)} are more than its ±{ball}/255 ball can take back. "
+    else:
+        text += (f"PixelDefend: its ±{ball}/255 ball is wide enough to take back perturbations of {fmt(eps)}, but "
+                 "purification moves each pixel to the level its PixelCNN finds likely, not back to the clean image: "
+                 f"purified adversarial images stay adversarial (transfer PGD: {_pct(acc['pixeldefend.transfer_acc'])}). ")
+    gan_clean, clean = acc["defensegan.clean_acc"], acc["undefended.clean_acc"]
+    if gan_clean < clean - 0.2:
+        text += (f"Defense-GAN: the generator's range covers these images poorly (projection error "
+                 f"{gan['test_projection_mse']:.4f} per pixel, clean accuracy {_pct(gan_clean)} against {_pct(clean)} "
+                 "undefended): the projection throws away much of each image, perturbation and class alike, and what "
+                 "is left moves little under any attack; not a defense worth having here.")
+    else:
+        text += ("Defense-GAN: the perturbation moves the projection onto an image of another class in the generator's "
+                 "range (the reconstructions below)")
+        if _adaptive(acc, "defensegan") > _adaptive(acc, "pixeldefend"):
+            text += "; it keeps more than PixelDefend because its random restarts make each projection, and so each "
+            text += "gradient, a sample"
+        text += "."
+    return text
+
+
 def _curves(ctx, pixel_hist: pd.DataFrame, gan_hist: pd.DataFrame) -> str:
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.4, 2.8))
     a.plot(pixel_hist["epoch"] + 1, pixel_hist["train_bpd"], marker="o", label="training")
@@ -83,7 +115,8 @@ def render(ctx) -> str | None:
     clean_rows = frame[frame["attack"] == "none"].set_index("defense")
     cost = {d: float(clean_rows.loc[d, "defense_ms_per_image"]) for d in ("pixeldefend", "defensegan")}
     ad = cfg["defensegan"]["attack"]
-    colour_note = ", R -> G -> B inside each pixel" if ctx.params["data"]["dataset"] == "cifar10" else ""
+    rgb = summary.get("image", [1])[0] == 3
+    colour_note = ", R -> G -> B inside each pixel" if rgb else ""
     lines = [
         "## Generative defenses: PixelDefend and Defense-GAN (Athalye, Carlini, Wagner 2018)",
         "",
@@ -128,17 +161,12 @@ def render(ctx) -> str | None:
                      f"({100 * (best['accuracy'] - naive['accuracy']):+.0f} points), the transfer attack to "
                      f"{_pct(transfer['accuracy'])}. "
                      f"The paper: {_pct(paper[d]['accuracy'])} ({paper[d]['dataset']}, {paper[d]['threat']}).")
-    lines += ["", "Why: neither defense removes what makes an image adversarial; each hides the gradient that "
-              "would find it. Naive PGD gets a zero gradient and stays at its random start, which the defenses do "
-              "undo. With BPDA the attacker steps along the classifier's gradient at the defended image, and "
-              f"perturbations of {fmt(cfg['pixeldefend']['attack']['eps'])} are more than PixelDefend's ±"
-              f"{cfg['pixeldefend']['eps_levels']}/255 ball can take back, or move Defense-GAN's projection onto "
-              "an image of another class in the generator's range (the reconstructions below). Defense-GAN keeps more: its "
-              "random restarts make each projection, and so each gradient, a sample."]
-    if ctx.params["data"]["dataset"] == "cifar10":
-        same = (f"PixelDefend's {_pct(paper['pixeldefend']['accuracy'])} is CIFAR-10 at 8/255, this preset's data; "
-                f"our budget is {fmt(cfg['pixeldefend']['attack']['eps'])}, our PixelCNN smaller than the paper's "
-                "PixelCNN++. Defense-GAN's is MNIST in L2 with a latent-space C&W attack, not comparable here.")
+    lines += ["", _why(cfg, acc, gan)]
+    if rgb:
+        same = (f"PixelDefend's {_pct(paper['pixeldefend']['accuracy'])} is for CIFAR-10 at 8/255 with a ±16/255 "
+                f"ball and a PixelCNN++ (2.92 bits/dim); ours: eps {fmt(cfg['pixeldefend']['attack']['eps'])}, "
+                f"±{cfg['pixeldefend']['eps_levels']}/255, {pixel['test_bits_per_dim']:.2f} bits/dim. Defense-GAN's "
+                "is MNIST in L2 with a latent-space C&W attack, not this setting.")
     else:
         same = ("The paper's numbers are for its own data and threat models (PixelDefend on CIFAR-10 at 8/255; "
                 "Defense-GAN on MNIST in L2, with a latent-space C&W attack); ours use this preset's data, Linf "
