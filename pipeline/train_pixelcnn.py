@@ -3,9 +3,10 @@
     python -m pipeline.train_pixelcnn
 
 A gated PixelCNN (`generative.pixelcnn`: channels, layers, kernel; R -> G -> B inside a pixel on
-colour data) trained with Lightning on the prepared training images for `epochs`, minimising the negative log-likelihood of the 256 intensity
-levels. Its figure is bits per pixel (dimension) on the test images, the usual density-model
-measure; the history holds training and test bits/dim per epoch, which MLflow gets as curves.
+colour data) trained with Lightning on the prepared training images for `epochs`, minimising the
+negative log-likelihood of the 256 intensity levels. Its figure is bits per dimension (pixel and
+colour) on the test images, the usual density-model measure; the history holds training and test
+bits/dim per epoch, which MLflow gets as curves.
 """
 from __future__ import annotations
 
