@@ -48,16 +48,13 @@ from pipeline.train_pixelcnn import check_enabled, check_images
 N_EXAMPLES = 8
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _timed(fn, dev):
-    _sync(dev)
+    """(fn(), its wall seconds), with the GPU's queued work finished at both ends."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda _: None)
+    sync(dev)
     began = time.perf_counter()
     out = fn()
-    _sync(dev)
+    sync(dev)
     return out, time.perf_counter() - began
 
 

@@ -134,28 +134,34 @@ def test_purification_refuses_bad_input():
         pixeldefend(net, torch.rand(1, 1, 4, 4), eps_levels=-1)
 
 
-def test_trained_pixelcnn_purifies_noisy_digits_towards_the_data(small):
-    """A PixelCNN trained briefly on MNIST digits: noisy test digits have a higher NLL than clean ones,
-    and purification lowers it again (a more likely image, closer to the data)."""
-    torch.manual_seed(0)
-    net = GatedPixelCNN(channels=16, layers=3, kernel=3)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    x_train = small.x_train[:512]
-    for step in range(60):
+def _fit_briefly(net, x_train, *, steps: int, lr: float):
+    """A few Adam steps on random batches of 32 (per-dimension NLL); the net comes back in eval mode."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
         batch = x_train[torch.randint(0, len(x_train), (32,))]
         loss = net.nll(batch).mean() / batch[0].numel()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    net.eval()
-    x = small.x_test[:4]
-    gen = torch.Generator().manual_seed(1)
-    noisy = (x + 0.25 * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    return net.eval()
+
+
+def _purify_noisy(net, x, *, sigma: float, eps_levels: int):
+    """Gaussian noise (seed 1) on ``x``, then purification: (noisy, clean bpd, noisy bpd, purified, purified bpd)."""
+    noisy = (x + sigma * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     with torch.no_grad():
-        clean_bpd = net.bits_per_dim(x).mean()
-        noisy_bpd = net.bits_per_dim(noisy).mean()
-        purified = pixeldefend(net, noisy, eps_levels=64)
-        purified_bpd = net.bits_per_dim(purified).mean()
+        purified = pixeldefend(net, noisy, eps_levels=eps_levels)
+        return (noisy, net.bits_per_dim(x).mean(), net.bits_per_dim(noisy).mean(), purified,
+                net.bits_per_dim(purified).mean())
+
+
+def test_trained_pixelcnn_purifies_noisy_digits_towards_the_data(small):
+    """A PixelCNN trained briefly on MNIST digits: noisy test digits have a higher NLL than clean ones,
+    and purification lowers it again (a more likely image, closer to the data)."""
+    torch.manual_seed(0)
+    net = _fit_briefly(GatedPixelCNN(channels=16, layers=3, kernel=3), small.x_train[:512], steps=60, lr=3e-3)
+    x = small.x_test[:4]
+    noisy, clean_bpd, noisy_bpd, purified, purified_bpd = _purify_noisy(net, x, sigma=0.25, eps_levels=64)
     assert clean_bpd < 2.5  # a real density model: far below the 8 bits of a uniform one
     assert noisy_bpd > clean_bpd + 0.5
     assert purified_bpd < noisy_bpd - 0.5
@@ -193,21 +199,9 @@ def test_trained_colour_pixelcnn_purifies_noisy_cifar_images_towards_the_data(sh
     crop = slice(10, 22)
     x_train = data.x_train[:, :, crop, crop]
     torch.manual_seed(0)
-    net = GatedPixelCNN(channels=24, layers=3, kernel=3, colours=3)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    for step in range(100):
-        batch = x_train[torch.randint(0, len(x_train), (32,))]
-        loss = net.nll(batch).mean() / batch[0].numel()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+    net = _fit_briefly(GatedPixelCNN(channels=24, layers=3, kernel=3, colours=3), x_train, steps=100, lr=1e-2)
     x = data.x_test[:4, :, crop, crop]
-    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
-    with torch.no_grad():
-        clean_bpd, noisy_bpd = net.bits_per_dim(x).mean(), net.bits_per_dim(noisy).mean()
-        purified = pixeldefend(net, noisy, eps_levels=32)
-        purified_bpd = net.bits_per_dim(purified).mean()
+    noisy, clean_bpd, noisy_bpd, purified, purified_bpd = _purify_noisy(net, x, sigma=0.1, eps_levels=32)
     assert clean_bpd < 7.0  # a uniform model needs 8 bits per dimension
     assert noisy_bpd > clean_bpd + 1.0
     assert purified_bpd < noisy_bpd - 1.0
